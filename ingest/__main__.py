@@ -1,0 +1,71 @@
+"""``livelab-ingest``: run one ingest worker until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from pydantic import ValidationError
+
+from ingest.settings import Settings
+from schemas.migrate import MigrationError
+
+
+def _settings_help() -> str:
+    lines = ["configuration (environment variables):"]
+    for name, field in Settings.model_fields.items():
+        default = field.default if field.default is not None else "(unset)"
+        desc = f" -- {field.description}" if field.description else ""
+        lines.append(f"  LIVELAB_{name.upper()} (default {default}){desc}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="livelab-ingest",
+        description="Ingest worker: subscribes to livelab/{lab}/{device}/telemetry and /senml at "
+        "QoS 1 with a persistent session, validates each message, stores readings and "
+        "rejections in TimescaleDB, and acknowledges a message only after it is committed. "
+        "Serves /health, /ready and /metrics on LIVELAB_INGEST_HTTP_PORT.",
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--check-config", action="store_true", help="print the effective settings and exit"
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"livelab-ingest: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.check_config:
+        for name, value in settings.model_dump().items():
+            print(f"LIVELAB_{name.upper()}={value}")
+        return 0
+
+    from ingest.worker import Worker  # after logging is configured
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = Worker(settings)
+    try:
+        worker.start()
+    except MigrationError as exc:
+        logging.getLogger("livelab.ingest").error("%s", exc)
+        return 1
+    stop.wait()
+    worker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""Turn one MQTT message into readings and rejections (pure logic, no I/O).
+
+Implements the message rules of CONTRACT.md for ``livelab/{lab}/{device}/telemetry`` (JSON
+telemetry forms 1-3) and ``livelab/{lab}/{device}/senml`` (SenML JSON, RFC 8428). Nothing here
+raises for bad input: every problem becomes a plain-words reason in a `Rejection`, and the
+valid readings of the same message are still returned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.names import TopicError, describe_bad_name, is_sensor, parse_topic
+from schemas.telemetry import MAX_PAYLOAD_BYTES, MAX_READINGS_PER_MESSAGE
+from schemas.times import format_rfc3339, from_epoch_ms, parse_rfc3339
+
+# A reading: (lab, device, sensor, time, value).
+Reading = tuple[str, str, str, datetime, float]
+
+# One rejection row says at most this many individual reasons; the rest are counted.
+MAX_REASONS_PER_ROW = 10
+SENML_RELATIVE_LIMIT = 2**28  # RFC 8428 section 4.5.3: times below this are relative to now
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The configurable bounds of what a message may carry."""
+
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    max_readings: int = MAX_READINGS_PER_MESSAGE
+    min_time: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    max_future: timedelta = timedelta(minutes=5)
+
+    def __post_init__(self) -> None:
+        if self.max_payload_bytes < 1 or self.max_readings < 1:
+            raise ValueError("max_payload_bytes and max_readings must be at least 1")
+        if self.min_time.tzinfo is None:
+            raise ValueError("min_time must be timezone-aware")
+        if self.max_future < timedelta(0):
+            raise ValueError("max_future must not be negative")
+
+
+@dataclass(slots=True)
+class Rejection:
+    """What could not be stored from one message, and why."""
+
+    lab: str | None
+    device: str | None
+    topic: str
+    reason: str
+    rejected_count: int  # readings not stored; 0 when the message could not be read at all
+
+
+@dataclass(slots=True)
+class Parsed:
+    readings: list[Reading] = field(default_factory=list)
+    rejection: Rejection | None = None
+    # The unit of a sensor, where the message said one (SenML `u`/`bu`).
+    units: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+
+class _NonFinite:
+    """Stands for NaN/Infinity in JSON input, so they are rejected per value, not per message."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_NonFinite)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, _NonFinite):
+        return value.token
+    return type(value).__name__
+
+
+def _number(value: Any) -> float | str:
+    """The reading value as a float, or a reason why it is not one."""
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            return "is too large for a 64-bit float"
+        if not math.isfinite(number):
+            return "is not a finite number"
+        return number
+    if isinstance(value, _NonFinite):
+        return f"is {value.token}, not a finite number"
+    return f"is {_kind(value)}, not a number"
+
+
+class _Collector:
+    """Gathers readings and reasons for one message."""
+
+    def __init__(self, lab: str, device: str, limits: Limits, received_at: datetime) -> None:
+        self.lab = lab
+        self.device = device
+        self.limits = limits
+        self.received_at = received_at
+        self.latest = received_at + limits.max_future
+        self.readings: list[Reading] = []
+        self.reasons: list[str] = []
+        self.rejected = 0
+
+    def reject(self, reason: str, count: int = 1) -> None:
+        self.reasons.append(reason)
+        self.rejected += count
+
+    def check_time(self, when: datetime) -> str | None:
+        if when < self.limits.min_time:
+            return (
+                f"time {format_rfc3339(when)} is before {format_rfc3339(self.limits.min_time)}, "
+                "the earliest accepted"
+            )
+        if when > self.latest:
+            ahead = (when - self.received_at).total_seconds()
+            return (
+                f"time {format_rfc3339(when)} is {ahead:.0f} s after the receive time; at most "
+                f"{self.limits.max_future.total_seconds():.0f} s into the future is accepted"
+            )
+        return None
+
+    def add(self, sensor: Any, value: Any, when: datetime, where: str) -> bool:
+        if not isinstance(sensor, str) or not is_sensor(sensor):
+            name = sensor if isinstance(sensor, str) else repr(sensor)
+            self.reject(f"{where}{describe_bad_name('sensor', name)}")
+            return False
+        number = _number(value)
+        if isinstance(number, str):
+            self.reject(f"{where}value of sensor {sensor!r} {number}")
+            return False
+        self.readings.append((self.lab, self.device, sensor, when, number))
+        return True
+
+    def rejection(self, topic: str) -> Rejection | None:
+        if not self.reasons:
+            return None
+        shown = self.reasons[:MAX_REASONS_PER_ROW]
+        more = len(self.reasons) - len(shown)
+        reason = "; ".join(shown) + (f"; and {more} more problems" if more else "")
+        return Rejection(self.lab, self.device, topic, reason, self.rejected)
+
+
+def parse_message(
+    topic: str, payload: bytes, received_at: datetime, limits: Limits = Limits()
+) -> Parsed:
+    """Validate one message; `received_at` is the worker's receive time (timezone-aware)."""
+    try:
+        where = parse_topic(topic)
+    except TopicError as exc:
+        return Parsed(rejection=Rejection(exc.lab, exc.device, topic, str(exc), 0))
+
+    def whole(reason: str) -> Parsed:
+        return Parsed(rejection=Rejection(where.lab, where.device, topic, reason, 0))
+
+    if len(payload) > limits.max_payload_bytes:
+        return whole(
+            f"payload is {len(payload)} bytes; the limit is {limits.max_payload_bytes} bytes"
+        )
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return whole(f"payload is not UTF-8 text (invalid byte at offset {exc.start})")
+    try:
+        document = _loads(text)
+    except json.JSONDecodeError as exc:
+        return whole(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except RecursionError:
+        return whole("malformed JSON: nested too deeply")
+
+    collector = _Collector(where.lab, where.device, limits, received_at)
+    parsed = Parsed()
+    if where.format == "senml":
+        problem = _senml(document, collector, parsed.units)
+    else:
+        problem = _telemetry(document, collector)
+    if problem is not None:
+        return whole(problem)
+    parsed.readings = collector.readings
+    parsed.rejection = collector.rejection(topic)
+    return parsed
+
+
+# -- JSON telemetry (CONTRACT.md forms 1-3) ----------------------------------------------------
+
+
+def _telemetry(document: Any, out: _Collector) -> str | None:
+    """Fill `out`; return a reason when the whole message must be rejected."""
+    if isinstance(document, dict):
+        elements = [document]
+    elif isinstance(document, list):
+        elements = document
+    else:
+        return (
+            f"payload is {_kind(document)}; telemetry must be a JSON object or an array of objects"
+        )
+    total = sum(_count(element) for element in elements)
+    if total > out.limits.max_readings:
+        return (
+            f"message carries {total} readings; at most {out.limits.max_readings} "
+            "are accepted in one message"
+        )
+    if total == 0:
+        return "message carries no readings"
+    array = isinstance(document, list)
+    for index, element in enumerate(elements):
+        where = f"element {index}: " if array else ""
+        if not isinstance(element, dict):
+            out.reject(f"{where}is {_kind(element)}, not an object of readings")
+            continue
+        if "values" in element or "ts" in element:
+            _timestamped(element, out, where)
+        else:
+            for sensor, value in element.items():
+                out.add(sensor, value, out.received_at, where)
+    return None
+
+
+def _count(element: Any) -> int:
+    if not isinstance(element, dict):
+        return 1
+    values = element.get("values") if ("values" in element or "ts" in element) else element
+    return len(values) if isinstance(values, dict) else 1
+
+
+def _timestamped(element: dict[str, Any], out: _Collector, where: str) -> None:
+    values = element.get("values")
+    count = len(values) if isinstance(values, dict) else 1
+    extra = sorted(set(element) - {"ts", "values"})
+    if extra:
+        out.reject(
+            f"{where}unexpected keys {extra} beside 'ts' and 'values' "
+            '(a timestamped reading is {"ts": T, "values": {...}})',
+            count,
+        )
+        return
+    if not isinstance(values, dict):
+        out.reject(f"{where}'values' is {_kind(values)}, not an object of readings", count)
+        return
+    when = _telemetry_time(element.get("ts"), out.received_at) if "ts" in element else None
+    if when is None:
+        when = out.received_at
+    elif isinstance(when, str):
+        out.reject(f"{where}{when}", count)
+        return
+    problem = out.check_time(when)
+    if problem:
+        out.reject(f"{where}{problem}", count)
+        return
+    for sensor, value in values.items():
+        out.add(sensor, value, when, where)
+
+
+def _telemetry_time(ts: Any, received_at: datetime) -> datetime | str:
+    """The time `ts` stands for, or a reason why it is not a valid time."""
+    if isinstance(ts, str):
+        try:
+            return parse_rfc3339(ts)
+        except ValueError as exc:
+            return f"ts {exc}"
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        try:
+            return from_epoch_ms(float(ts))
+        except (ValueError, OverflowError) as exc:
+            return f"ts {exc}"
+    return (
+        f"ts is {_kind(ts)}; it must be an RFC 3339 timestamp with offset "
+        "or milliseconds since the Unix epoch"
+    )
+
+
+# -- SenML (RFC 8428, JSON) ---------------------------------------------------------------------
+
+_SENML_KNOWN = {"bn", "bt", "bu", "bv", "bver", "n", "u", "v", "vb", "vs", "vd", "t", "s", "ut"}
+
+
+def _senml(document: Any, out: _Collector, units: dict[tuple[str, str, str], str]) -> str | None:
+    if not isinstance(document, list):
+        return f"SenML pack is {_kind(document)}; it must be a JSON array of records"
+    if not document:
+        return "SenML pack is empty"
+    if len(document) > out.limits.max_readings:
+        return (
+            f"SenML pack has {len(document)} records; at most {out.limits.max_readings} "
+            "are accepted in one message"
+        )
+    base_name, base_time, base_unit, base_value = "", 0.0, None, None
+    for index, record in enumerate(document):
+        where = f"record {index}: "
+        if not isinstance(record, dict):
+            out.reject(f"{where}is {_kind(record)}, not a SenML record")
+            continue
+        # Base fields apply to this record and every later one (RFC 8428 section 4.1).
+        if "bn" in record:
+            if not isinstance(record["bn"], str):
+                out.reject(f"{where}bn is {_kind(record['bn'])}, not a string")
+                continue
+            base_name = record["bn"]
+        if "bt" in record:
+            bt = _number(record["bt"])
+            if isinstance(bt, str) or isinstance(record["bt"], bool):
+                out.reject(f"{where}bt {bt if isinstance(bt, str) else 'is a boolean'}")
+                continue
+            base_time = bt
+        if "bu" in record:
+            base_unit = record["bu"] if isinstance(record["bu"], str) else None
+        if "bv" in record:
+            bv = _number(record["bv"])
+            base_value = None if isinstance(bv, str) else bv
+        value_keys = [k for k in ("v", "vb", "vs", "vd") if k in record]
+        if not value_keys and "s" not in record:
+            if "n" in record or "t" in record:
+                out.reject(f"{where}has no value (v or vb)")
+            continue  # a record of base fields only
+        name = record.get("n", "")
+        if not isinstance(name, str):
+            out.reject(f"{where}n is {_kind(name)}, not a string")
+            continue
+        sensor = base_name + name
+        if "vs" in record or "vd" in record:
+            kind = "string (vs)" if "vs" in record else "data (vd)"
+            out.reject(f"{where}sensor {sensor!r} has a {kind} value; only numbers are stored")
+            continue
+        if "v" in record:
+            value: Any = record["v"]
+            if isinstance(value, bool):
+                out.reject(f"{where}value of sensor {sensor!r} is a boolean in 'v'; use 'vb'")
+                continue
+            number = _number(value)
+            if isinstance(number, str):
+                out.reject(f"{where}value of sensor {sensor!r} {number}")
+                continue
+            value = number + (base_value or 0.0)
+        elif "vb" in record:
+            if not isinstance(record["vb"], bool):
+                out.reject(
+                    f"{where}vb of sensor {sensor!r} is {_kind(record['vb'])}, not a boolean"
+                )
+                continue
+            value = record["vb"]
+        else:
+            out.reject(f"{where}sensor {sensor!r} has only a sum (s); no value is stored")
+            continue
+        t = record.get("t", 0.0)
+        t_number = _number(t)
+        if isinstance(t_number, str) or isinstance(t, bool):
+            out.reject(f"{where}t {t_number if isinstance(t_number, str) else 'is a boolean'}")
+            continue
+        seconds = base_time + t_number
+        try:
+            if abs(seconds) < SENML_RELATIVE_LIMIT:
+                when = out.received_at + timedelta(seconds=seconds)
+            else:
+                when = from_epoch_ms(seconds * 1000.0)
+        except (ValueError, OverflowError):
+            out.reject(f"{where}time {seconds!r} s is out of range")
+            continue
+        problem = out.check_time(when)
+        if problem:
+            out.reject(f"{where}{problem}")
+            continue
+        if out.add(sensor, value, when, where):
+            unit = record.get("u", base_unit)
+            if isinstance(unit, str) and unit:
+                units[(out.lab, out.device, sensor)] = unit[:64]
+    return None

@@ -1,0 +1,78 @@
+"""Fixtures for tests on the real services.
+
+- The database: a fresh database per test session, created from the server given by
+  ``LIVELAB_TEST_DATABASE_URL`` (default: the local server scripts/setup provisions), migrated,
+  and dropped at the end. Tests never share rows: each one takes its own `lab` name.
+- The broker: ``LIVELAB_TEST_MQTT_HOST`` / ``LIVELAB_TEST_MQTT_PORT`` (default 127.0.0.1:1883).
+
+A missing service is an error, not a skip: CI must not pass without them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from schemas.migrate import migrate
+
+ADMIN_URL = os.environ.get(
+    "LIVELAB_TEST_DATABASE_URL", "postgresql://livelab:livelab@127.0.0.1:5432/postgres"
+)
+MQTT_HOST = os.environ.get("LIVELAB_TEST_MQTT_HOST", "127.0.0.1")
+MQTT_PORT = int(os.environ.get("LIVELAB_TEST_MQTT_PORT", "1883"))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A migrated database of its own for this test session."""
+    name = f"livelab_test_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {ADMIN_URL} ({exc}); run scripts/setup first",
+            pytrace=False,
+        )
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo_to_dict(ADMIN_URL)
+    params["dbname"] = name
+    url = make_conninfo(**params)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the session's database, for assertions."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> tuple[str, int]:
+    """(host, port) of the real Mosquitto; fails the test when it is not listening."""
+    try:
+        socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=3).close()
+    except OSError as exc:
+        pytest.fail(
+            f"no MQTT broker at {MQTT_HOST}:{MQTT_PORT} ({exc}); run scripts/setup first",
+            pytrace=False,
+        )
+    return MQTT_HOST, MQTT_PORT
+
+
+@pytest.fixture
+def lab() -> str:
+    """A lab name no other test uses, so tests never see each other's rows or messages."""
+    return f"t{secrets.token_hex(6)}"

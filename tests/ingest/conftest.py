@@ -1,0 +1,117 @@
+"""Fixtures for ingest tests: a worker on the real broker and database, and a publisher."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.settings import Settings
+from ingest.worker import Worker
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def forget_session(host: str, port: int, client_id: str) -> None:
+    """Remove a persistent session from the broker so tests leave nothing queued behind."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.connect(host, port, clean_start=True)
+    client.loop_start()
+    time.sleep(0.1)
+    client.disconnect()
+    client.loop_stop()
+
+
+def worker_settings(database_url: str, broker: tuple[str, int], lab: str, **extra) -> Settings:
+    values = dict(
+        database_url=database_url,
+        migrate=False,
+        mqtt_host=broker[0],
+        mqtt_port=broker[1],
+        ingest_client_id=f"test-ingest-{lab}-{uuid.uuid4().hex[:6]}",
+        ingest_topics=f"livelab/{lab}/#",
+        ingest_session_expiry=300,
+        ingest_http_port=0,
+        ingest_batch_linger_ms=20,
+    )
+    values.update(extra)
+    return Settings(**values)
+
+
+@pytest.fixture
+def start_worker(database_url: str, mqtt_broker: tuple[str, int], lab: str) -> Iterator:
+    """Start workers for this test's lab; they are stopped and their sessions removed after."""
+    started: list[Worker] = []
+
+    def start(**extra) -> Worker:
+        worker = Worker(worker_settings(database_url, mqtt_broker, lab, **extra))
+        worker.start()
+        started.append(worker)
+        assert worker.wait_ready(10), "worker did not connect and subscribe"
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(grace=5)
+        forget_session(*mqtt_broker, worker.settings.ingest_client_id)
+
+
+class Publisher:
+    """A plain device: a real paho client publishing and waiting for the broker's PUBACKs."""
+
+    def __init__(self, host: str, port: int, protocol: int = mqtt.MQTTv311) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
+        self.client.max_inflight_messages_set(1000)
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
+        info = self.client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(10)
+        assert info.is_published()
+
+    def publish_many(self, items: list[tuple[str, bytes]], qos: int = 1) -> None:
+        infos = [self.client.publish(t, p, qos=qos) for t, p in items]
+        for info in infos:
+            info.wait_for_publish(30)
+            assert info.is_published()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def publisher(mqtt_broker: tuple[str, int]) -> Iterator[Publisher]:
+    pub = Publisher(*mqtt_broker)
+    yield pub
+    pub.close()
+
+
+def count_readings(db: psycopg.Connection, lab: str) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM readings r JOIN series s ON s.id = r.series_id WHERE s.lab = %s",
+        (lab,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def rejections(db: psycopg.Connection, lab: str) -> list[tuple]:
+    return db.execute(
+        "SELECT topic, reason, rejected_count, payload, payload_size FROM rejections "
+        "WHERE lab = %s ORDER BY id",
+        (lab,),
+    ).fetchall()

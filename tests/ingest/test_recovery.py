@@ -1,0 +1,210 @@
+"""Crash and restart recovery with real processes: nothing lost, nothing doubled.
+
+- the worker process is killed with SIGKILL while it stores a stream, then started again;
+- the broker (a private Mosquitto with persistence, started by the test) is restarted while
+  messages flow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.ingest.conftest import Publisher, count_readings, forget_session, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stream(lab: str, n: int, offset: int = 0) -> list[tuple[str, bytes]]:
+    base = datetime(2026, 6, 1, tzinfo=UTC)
+    return [
+        (
+            f"livelab/{lab}/dev-{i % 5}/telemetry",
+            json.dumps(
+                {"ts": (base + timedelta(seconds=i)).isoformat(), "values": {"v": float(i)}}
+            ).encode(),
+        )
+        for i in range(offset, offset + n)
+    ]
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ingest"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        url = f"http://127.0.0.1:{self.env['LIVELAB_INGEST_HTTP_PORT']}/ready"
+
+        def ready() -> bool:
+            import urllib.request
+
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    return resp.status == 200
+            except OSError:
+                return False
+
+        wait_for(ready, timeout=30, what="worker /ready")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def worker_env(database_url: str, lab: str, tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        LIVELAB_DATABASE_URL=database_url,
+        LIVELAB_MIGRATE="false",
+        LIVELAB_INGEST_CLIENT_ID=f"test-crash-{lab}",
+        LIVELAB_INGEST_TOPICS=f"livelab/{lab}/#",
+        LIVELAB_INGEST_SESSION_EXPIRY="300",
+        LIVELAB_INGEST_HTTP_PORT=str(_free_port()),
+        LIVELAB_INGEST_BATCH_MESSAGES="100",
+        LIVELAB_LOG_LEVEL="INFO",
+    )
+    return env
+
+
+def test_worker_killed_mid_stream_loses_and_doubles_nothing(
+    worker_env, mqtt_broker, db, lab, tmp_path: Path
+):
+    worker_env.update(LIVELAB_MQTT_HOST=mqtt_broker[0], LIVELAB_MQTT_PORT=str(mqtt_broker[1]))
+    worker = WorkerProcess(worker_env, tmp_path / "worker.log")
+    pub = Publisher(*mqtt_broker)
+    try:
+        worker.start()
+        pub.publish_many(_stream(lab, 4000))
+        wait_for(lambda: count_readings(db, lab) > 0, what="first readings")
+        worker.kill()  # SIGKILL: no shutdown code runs; un-acked messages stay with the broker
+        stored_at_kill = count_readings(db, lab)
+        pub.publish_many(_stream(lab, 1000, offset=4000))  # queued in the worker's session
+        worker.start()
+        wait_for(lambda: count_readings(db, lab) >= 5000, timeout=60, what="all readings")
+        time.sleep(0.5)  # anything doubled would arrive now
+        assert count_readings(db, lab) == 5000
+        assert stored_at_kill < 5000
+    finally:
+        pub.close()
+        worker.stop()
+        forget_session(*mqtt_broker, worker_env["LIVELAB_INGEST_CLIENT_ID"])
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[tuple[str, int, callable]]:
+    """A Mosquitto of this test's own (persistence on), and a function that restarts it."""
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        pytest.fail("mosquitto is not installed; run scripts/setup", pytrace=False)
+    port = _free_port()
+    conf = tmp_path / "mosquitto.conf"
+    # As root, mosquitto would switch to the 'mosquitto' user, which cannot write its
+    # persistence file in pytest's private tmp dir: keep it the current user.
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"persistence_location {tmp_path}/\nmax_queued_messages 1000000\n{user}"
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        procs.append(
+            subprocess.Popen(
+                [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(listening, timeout=10, what="private mosquitto")
+
+    def restart() -> None:
+        procs[-1].send_signal(signal.SIGTERM)  # mosquitto saves its persistence file on exit
+        procs[-1].wait(10)
+        start()
+
+    start()
+    yield "127.0.0.1", port, restart
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            p.wait(10)
+
+
+def test_broker_restart_loses_and_doubles_nothing(worker_env, private_broker, db, lab, tmp_path):
+    host, port, restart = private_broker
+    worker_env.update(LIVELAB_MQTT_HOST=host, LIVELAB_MQTT_PORT=str(port))
+    worker = WorkerProcess(worker_env, tmp_path / "worker.log")
+    try:
+        worker.start()
+        pub = Publisher(host, port)
+        pub.publish_many(_stream(lab, 2000))
+        pub.close()
+        restart()  # the worker loses its connection; its session survives in the broker
+        pub = Publisher(host, port)
+        pub.publish_many(_stream(lab, 2000, offset=2000))
+        pub.close()
+        wait_for(lambda: count_readings(db, lab) >= 4000, timeout=60, what="all readings")
+        time.sleep(0.5)
+        assert count_readings(db, lab) == 4000
+        log = (tmp_path / "worker.log").read_text()
+        assert "reconnecting" in log
+        assert "(resumed session)" in log
+    finally:
+        worker.stop()
+
+
+def test_worker_waits_for_a_broker_that_is_not_up_yet(worker_env, db, lab, tmp_path):
+    port = _free_port()
+    worker_env.update(LIVELAB_MQTT_HOST="127.0.0.1", LIVELAB_MQTT_PORT=str(port))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest"],
+        env=worker_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        time.sleep(2)
+        assert proc.poll() is None, "the worker must keep retrying, not exit"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert b"connecting to MQTT broker" in out
