@@ -19,7 +19,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ingest.worker import Worker
 from schemas.migrate import migrate
+from tests.helpers import Publisher, forget_session, worker_settings
 
 ADMIN_URL = os.environ.get(
     "LIVELAB_TEST_DATABASE_URL", "postgresql://livelab:livelab@127.0.0.1:5432/postgres"
@@ -76,3 +78,28 @@ def mqtt_broker() -> tuple[str, int]:
 def lab() -> str:
     """A lab name no other test uses, so tests never see each other's rows or messages."""
     return f"t{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def start_worker(database_url: str, mqtt_broker: tuple[str, int], lab: str) -> Iterator:
+    """Start workers for this test's lab; they are stopped and their sessions removed after."""
+    started: list[Worker] = []
+
+    def start(**extra) -> Worker:
+        worker = Worker(worker_settings(database_url, mqtt_broker, lab, **extra))
+        worker.start()
+        started.append(worker)
+        assert worker.wait_ready(10), "worker did not connect and subscribe"
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(grace=5)
+        forget_session(*mqtt_broker, worker.settings.ingest_client_id)
+
+
+@pytest.fixture
+def publisher(mqtt_broker: tuple[str, int]) -> Iterator[Publisher]:
+    pub = Publisher(*mqtt_broker)
+    yield pub
+    pub.close()

@@ -14,7 +14,10 @@ TOPIC = "livelab/oceanhamnen/aq-01/telemetry"
 SENML = "livelab/oceanhamnen/aq-01/senml"
 
 
-def parse(payload: object, topic: str = TOPIC, limits: Limits = Limits()):
+DEFAULT_LIMITS = Limits()
+
+
+def parse(payload: object, topic: str = TOPIC, limits: Limits = DEFAULT_LIMITS):
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     return parse_message(topic, raw, NOW, limits)
 
@@ -26,7 +29,12 @@ def values(parsed) -> list[tuple[str, datetime, float]]:
 def test_form1_values_measured_now() -> None:
     p = parse({"no2": 17.4, "pm25": 8, "door": True, "alarm": False})
     assert p.rejection is None
-    assert values(p) == [("no2", NOW, 17.4), ("pm25", NOW, 8.0), ("door", NOW, 1.0), ("alarm", NOW, 0.0)]
+    assert values(p) == [
+        ("no2", NOW, 17.4),
+        ("pm25", NOW, 8.0),
+        ("door", NOW, 1.0),
+        ("alarm", NOW, 0.0),
+    ]
     assert {r[:2] for r in p.readings} == {("oceanhamnen", "aq-01")}
 
 
@@ -73,7 +81,11 @@ def test_whole_message_rejections(payload: bytes, reason: str) -> None:
     assert p.readings == []
     assert p.rejection is not None
     assert reason in p.rejection.reason
-    assert (p.rejection.lab, p.rejection.device, p.rejection.topic) == ("oceanhamnen", "aq-01", TOPIC)
+    assert (p.rejection.lab, p.rejection.device, p.rejection.topic) == (
+        "oceanhamnen",
+        "aq-01",
+        TOPIC,
+    )
 
 
 def test_bad_values_are_rejected_and_good_ones_kept() -> None:
@@ -223,7 +235,11 @@ def test_senml_relative_times_and_base_value() -> None:
 
 def test_senml_string_and_data_values_are_rejected_numbers_kept() -> None:
     p = parse(
-        [{"bn": "d:", "n": "label", "vs": "hello"}, {"n": "blob", "vd": "aGk="}, {"n": "t", "v": 3}],
+        [
+            {"bn": "d:", "n": "label", "vs": "hello"},
+            {"n": "blob", "vd": "aGk="},
+            {"n": "t", "v": 3},
+        ],
         topic=SENML,
     )
     assert values(p) == [("d:t", NOW, 3.0)]

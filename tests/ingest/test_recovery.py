@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ingest.conftest import Publisher, count_readings, forget_session, wait_for
+from tests.helpers import Publisher, count_readings, forget_session, wait_for
 
 
 def _free_port() -> int:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from tests.ingest.conftest import Publisher, count_readings, rejections, wait_for
+from tests.helpers import Publisher, count_readings, rejections, wait_for
 
 
 def test_reading_published_twice_is_stored_once(start_worker, publisher: Publisher, db, lab):
@@ -109,7 +109,5 @@ def test_database_connection_killed_mid_stream_loses_and_doubles_nothing(
     wait_for(lambda: count_readings(db, lab) >= 6000, timeout=60, what="all 6000 readings")
     assert count_readings(db, lab) == 6000
     assert worker.metrics.db_retries._value.get() >= 1
-    total = db.execute(
-        "SELECT sum(reading_count) FROM series WHERE lab = %s", (lab,)
-    ).fetchone()
+    total = db.execute("SELECT sum(reading_count) FROM series WHERE lab = %s", (lab,)).fetchone()
     assert total == (6000,)

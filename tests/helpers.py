@@ -1,18 +1,16 @@
-"""Fixtures for ingest tests: a worker on the real broker and database, and a publisher."""
+"""Helpers shared by tests: waiting, a plain MQTT device, an ingest worker's settings, queries."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import psycopg
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.settings import Settings
-from ingest.worker import Worker
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
@@ -50,24 +48,6 @@ def worker_settings(database_url: str, broker: tuple[str, int], lab: str, **extr
     return Settings(**values)
 
 
-@pytest.fixture
-def start_worker(database_url: str, mqtt_broker: tuple[str, int], lab: str) -> Iterator:
-    """Start workers for this test's lab; they are stopped and their sessions removed after."""
-    started: list[Worker] = []
-
-    def start(**extra) -> Worker:
-        worker = Worker(worker_settings(database_url, mqtt_broker, lab, **extra))
-        worker.start()
-        started.append(worker)
-        assert worker.wait_ready(10), "worker did not connect and subscribe"
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop(grace=5)
-        forget_session(*mqtt_broker, worker.settings.ingest_client_id)
-
-
 class Publisher:
     """A plain device: a real paho client publishing and waiting for the broker's PUBACKs."""
 
@@ -91,13 +71,6 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture
-def publisher(mqtt_broker: tuple[str, int]) -> Iterator[Publisher]:
-    pub = Publisher(*mqtt_broker)
-    yield pub
-    pub.close()
 
 
 def count_readings(db: psycopg.Connection, lab: str) -> int:
