@@ -1,0 +1,96 @@
+"""Dependencies of the routes, as `Annotated` aliases.
+
+- `Conn`: an async connection from the pool, returned to it after the request.
+- `ApiKey`: the caller's key (401 when it is missing, unknown or revoked).
+- `Lab`: the `{lab}` path parameter, checked against the key's scope (404 when outside it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from api.keys import KeyCache, KeyInfo
+from api.settings import Settings
+from schemas.names import is_lab
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_pool(request: Request) -> AsyncConnectionPool:
+    pool: AsyncConnectionPool = request.app.state.pool
+    return pool
+
+
+async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
+    async with get_pool(request).connection() as conn:
+        yield conn
+
+
+Conn = Annotated[AsyncConnection, Depends(get_conn)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key (`llk_...`) made with `livelab-api create-key`.",
+)
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def get_api_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> KeyInfo:
+    if credentials is None:
+        raise _unauthorized("an API key is required: send the header 'Authorization: Bearer <key>'")
+    cache: KeyCache = request.app.state.key_cache
+    info = await cache.lookup(credentials.credentials)
+    if info is None:
+        raise _unauthorized("the API key is not valid (unknown or revoked)")
+    return info
+
+
+ApiKey = Annotated[KeyInfo, Depends(get_api_key)]
+
+
+def lab_not_found(lab: str) -> HTTPException:
+    shown = lab if len(lab) <= 80 else lab[:77] + "..."
+    return HTTPException(status_code=404, detail=f"lab {shown!r} not found")
+
+
+async def get_lab(
+    lab: Annotated[str, Path(description="The lab's name.", examples=["malmo-air"])],
+    key: ApiKey,
+    conn: Conn,
+) -> str:
+    """The lab, when the key may see it and it exists; 404 otherwise (the same answer both ways,
+    so a key cannot learn which other labs exist)."""
+    if not is_lab(lab) or not key.may_see(lab):
+        raise lab_not_found(lab)
+    if not key.all_labs:
+        # Named in the key's scope: it exists for this key even before its first reading.
+        return lab
+    # `conn` is the request's connection (FastAPI resolves `Conn` once per request).
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM series WHERE lab = %s) "
+        "OR EXISTS (SELECT 1 FROM rejections WHERE lab = %s)",
+        (lab, lab),
+    )
+    row = await cur.fetchone()
+    if row is None or not row[0]:
+        raise lab_not_found(lab)
+    return lab
+
+
+Lab = Annotated[str, Depends(get_lab)]

@@ -1,0 +1,37 @@
+"""`GET /v1/labs/{lab}/latest`: the newest reading of every series."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import Conn, Lab
+from api.models import ErrorDetail, ReadingPage, ReadingPublic
+from api.params import SERIES_FILTER, DeviceFilter, SensorFilter, parse_filters
+from schemas.times import format_rfc3339
+
+router = APIRouter(prefix="/v1", tags=["readings"])
+
+
+@router.get(
+    "/labs/{lab}/latest",
+    response_model=ReadingPage,
+    responses={404: {"model": ErrorDetail}, 400: {"model": ErrorDetail}},
+)
+async def latest(
+    lab: Lab, conn: Conn, device: DeviceFilter = None, sensor: SensorFilter = None
+) -> ReadingPage:
+    """The newest reading of every series of the lab (series without readings are absent)."""
+    devices, sensors = parse_filters(device, sensor)
+    cur = await conn.execute(
+        "SELECT s.device, s.sensor, r.time, r.value FROM series s CROSS JOIN LATERAL "
+        "(SELECT time, value FROM readings WHERE series_id = s.id ORDER BY time DESC LIMIT 1) r "
+        f'WHERE {SERIES_FILTER} ORDER BY s.device COLLATE "C", s.sensor COLLATE "C"',
+        {"lab": lab, "devices": devices, "sensors": sensors},
+    )
+    return ReadingPage(
+        data=[
+            ReadingPublic(device=row[0], sensor=row[1], time=format_rfc3339(row[2]), value=row[3])
+            for row in await cur.fetchall()
+        ],
+        next=None,
+    )
