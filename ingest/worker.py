@@ -239,7 +239,7 @@ class Worker:
             topic = msg._topic.decode("utf-8", "replace")
         # Blocks while the queue is full: backpressure, never a drop.
         self._queue.put(
-            Incoming(topic, msg.payload, msg.mid, msg.qos, received_at, self._generation)
+            Incoming(topic, bytes(msg.payload), msg.mid, msg.qos, received_at, self._generation)
         )
 
     # -- writer thread -----------------------------------------------------------------------

@@ -1,0 +1,36 @@
+"""Errors of the simulator.
+
+SimulatorError
+├── BrokerUnreachable   the MQTT broker refused or did not answer the connection
+└── PublishIncomplete   messages were still unacknowledged when the run had to end
+"""
+
+from __future__ import annotations
+
+
+class SimulatorError(Exception):
+    """Base class of the simulator's errors."""
+
+
+class BrokerUnreachable(SimulatorError):
+    """'cannot connect to MQTT broker at host:port: reason'."""
+
+    def __init__(self, host: str, port: int, reason: str):
+        super().__init__(f"cannot connect to MQTT broker at {host}:{port}: {reason}")
+        self.host = host
+        self.port = port
+        self.reason = reason
+
+
+class PublishIncomplete(SimulatorError):
+    """Some QoS 1 messages were not acknowledged (or were refused) by the broker."""
+
+    def __init__(self, unacked: int, failed: int, host: str, port: int):
+        parts = []
+        if unacked:
+            parts.append(f"{unacked} message(s) were not acknowledged")
+        if failed:
+            parts.append(f"{failed} message(s) were refused")
+        super().__init__(f"MQTT broker at {host}:{port}: " + " and ".join(parts or ["incomplete"]))
+        self.unacked = unacked
+        self.failed = failed

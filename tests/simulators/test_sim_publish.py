@@ -1,0 +1,336 @@
+"""Backfill and live runs against the real Mosquitto, via the Python API and the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulators import OCEANHAMNEN, BrokerUnreachable, Publisher, backfill, generate, live
+
+START = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
+N_DEVICES = len(OCEANHAMNEN.devices)
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simulators", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def broker_args(mqtt_broker: tuple[str, int]) -> list[str]:
+    return ["--mqtt-host", mqtt_broker[0], "--mqtt-port", str(mqtt_broker[1])]
+
+
+def test_backfill_api_publishes_what_it_records(
+    mqtt_broker: tuple[str, int],
+    lab: str,
+    collector: Any,
+    read_csv: Any,
+    tmp_path: Path,
+) -> None:
+    record = tmp_path / "readings.csv"
+    end = START + timedelta(minutes=10)
+    summary = backfill(
+        lab, START, end, interval=60, host=mqtt_broker[0], port=mqtt_broker[1], record=record
+    )
+    assert summary.messages == 10 * N_DEVICES
+    assert collector.wait_for(summary.messages) == summary.messages
+    topics = Counter(topic for topic, _ in collector.messages)
+    assert topics == {f"livelab/{lab}/{d}/telemetry": 10 for d in OCEANHAMNEN.device_names}
+    recorded = read_csv(record)
+    assert len(recorded) == summary.readings
+    assert sorted(collector.rows()) == sorted(recorded)
+    expected = [
+        (r.lab, r.device, r.sensor, r.time, float(r.value)) for r in generate(lab, START, end, 60)
+    ]
+    assert recorded == expected
+
+
+def test_backfill_form3_batches(
+    mqtt_broker: tuple[str, int],
+    lab: str,
+    collector: Any,
+    read_csv: Any,
+    tmp_path: Path,
+) -> None:
+    record = tmp_path / "readings.csv"
+    summary = backfill(
+        lab,
+        START,
+        START + timedelta(hours=1),
+        interval=60,
+        devices=["aq-01", "energy-01"],
+        form=3,
+        batch=50,
+        ts_format="epoch_ms",
+        qos=0,
+        host=mqtt_broker[0],
+        port=mqtt_broker[1],
+        record=record,
+    )
+    assert summary.readings == 60 * 5
+    # aq-01: 240 readings in 50s (4 per instant, so 48 per message) -> 5; energy-01: 60 -> 2
+    assert summary.messages == 7
+    collector.wait_for(summary.messages)
+    assert len(collector.messages) == 7
+    assert sorted(collector.rows()) == sorted(read_csv(record))
+
+
+def test_backfill_cli(
+    mqtt_broker: tuple[str, int],
+    lab: str,
+    collector: Any,
+    read_csv: Any,
+    tmp_path: Path,
+) -> None:
+    record = tmp_path / "cli.csv"
+    proc = run_cli(
+        "backfill",
+        "--lab", lab,
+        "--start", "2026-06-01T08:00:00+02:00",
+        "--end", "2026-06-01T09:00:00+02:00",
+        "--interval", "5m",
+        "--devices", "aq-02,sea-01",
+        "--devices", "parking-01",
+        "--ts-format", "ms",
+        "--record", str(record),
+        *broker_args(mqtt_broker),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"published 36 messages \(96 readings\)", proc.stdout), proc.stdout
+    assert collector.wait_for(36) == 36
+    assert {t.split("/")[2] for t, _ in collector.messages} == {"aq-02", "sea-01", "parking-01"}
+    recorded = read_csv(record)
+    assert sorted(collector.rows()) == sorted(recorded)
+    # Same seed in another process: same readings as generated here (no per-process hashing).
+    expected = generate(
+        lab, START, START + timedelta(hours=1), 300, 22, ["aq-02", "sea-01", "parking-01"]
+    )
+    assert recorded == [(r.lab, r.device, r.sensor, r.time, float(r.value)) for r in expected]
+
+
+def test_live_cli_publishes_at_about_the_requested_rate(
+    mqtt_broker: tuple[str, int],
+    lab: str,
+    collector: Any,
+    read_csv: Any,
+    tmp_path: Path,
+) -> None:
+    record = tmp_path / "live.csv"
+    proc = run_cli(
+        "live", "--lab", lab, "--duration", "2", "--rate", "20", "--record", str(record),
+        *broker_args(mqtt_broker),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    m = re.search(r"live: published (\d+) messages \((\d+) readings\)", proc.stdout)
+    assert m, proc.stdout
+    sent = int(m.group(1))
+    assert 20 <= sent <= 60  # 40 expected; loose on purpose
+    assert collector.wait_for(sent) == sent
+    # form 1: no time in the payload; the record holds the publish time, close to now
+    rows = collector.rows()
+    assert all(t is None for *_, t, _ in rows)
+    recorded = read_csv(record)
+    assert len(recorded) == len(rows) == int(m.group(2))
+    assert sorted((d, s, v) for _, d, s, _, v in rows) == sorted(
+        (d, s, v) for _, d, s, _, v in recorded
+    )
+    now = datetime.now(UTC)
+    assert all(now - timedelta(minutes=1) < t <= now for *_, t, _ in recorded)
+
+
+def test_live_api_history_then_live_until_stopped(
+    mqtt_broker: tuple[str, int],
+    lab: str,
+    collector: Any,
+    read_csv: Any,
+    tmp_path: Path,
+) -> None:
+    record = tmp_path / "live.csv"
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    summary = live(
+        lab,
+        history=timedelta(minutes=30),
+        history_interval=timedelta(minutes=5),
+        rate=30,
+        form=2,
+        host=mqtt_broker[0],
+        port=mqtt_broker[1],
+        record=record,
+        stop=stop,
+    )
+    assert summary.stopped
+    assert summary.history is not None
+    assert summary.history.messages in (5 * N_DEVICES, 6 * N_DEVICES)  # 30 min at 5 min
+    assert 10 <= summary.messages <= 60
+    total = summary.history.messages + summary.messages
+    assert collector.wait_for(total) == total
+    assert sorted(collector.rows()) == sorted(read_csv(record))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_broker_exits_1_with_a_clear_message() -> None:
+    port = _free_port()
+    proc = run_cli("backfill", "--start", "now-1h", "--end", "now", "--mqtt-port", str(port))
+    assert proc.returncode == 1
+    assert f"cannot connect to MQTT broker at 127.0.0.1:{port}" in proc.stderr
+    with pytest.raises(BrokerUnreachable, match=f"127.0.0.1:{port}"), Publisher(port=port):
+        pass
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["live", "--rate", "0"],
+        ["live", "--rate", "5", "--interval", "10s"],
+        ["live", "--history", "6 hours"],
+        ["live", "--form", "4"],
+        ["live", "--lab", "Oceanhamnen"],
+        ["live", "--devices", "aq-99"],
+        ["backfill", "--start", "now"],
+        ["backfill", "--start", "2026-06-01T00:00:00", "--end", "now"],
+        ["backfill", "--start", "now", "--end", "now-1h"],
+        ["backfill", "--start", "now-1h", "--end", "now", "--form", "1"],
+        ["backfill", "--start", "now-1h", "--end", "now", "--batch", "0"],
+        ["backfill", "--start", "now-1h", "--end", "now", "--mqtt-port", "http"],
+        [],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert "usage:" in proc.stderr
+
+
+def test_help_and_devices() -> None:
+    for cmd in ([], ["live"], ["backfill"]):
+        proc = run_cli(*cmd, "--help")
+        assert proc.returncode == 0 and "usage: livelab-sim" in proc.stdout
+    proc = run_cli("devices")
+    assert proc.returncode == 0
+    assert all(d in proc.stdout for d in OCEANHAMNEN.device_names)
+
+
+def test_sigint_stops_live_cleanly(mqtt_broker: tuple[str, int], lab: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators", "live", "--lab", lab, "--rate", "50",
+         *broker_args(mqtt_broker)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "(stopped early)" in out
+    assert "SIGINT: stopping" in err
+
+
+class _DroppingProxy:
+    """A TCP proxy to the broker whose connections can be cut, like a broker restart."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.every: list[socket.socket] = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            self.every += [client, upstream]
+            self.accepted += 1
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        for s in self.conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        self.conns = []
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+        for s in self.every:
+            s.close()
+
+
+def test_backfill_survives_a_dropped_connection(
+    mqtt_broker: tuple[str, int],
+    lab: str,
+    collector: Any,
+    read_csv: Any,
+    tmp_path: Path,
+) -> None:
+    proxy = _DroppingProxy(mqtt_broker)
+    record = tmp_path / "readings.csv"
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result["summary"] = backfill(
+            lab,
+            START,
+            START + timedelta(hours=12),
+            interval=10,
+            devices=["energy-01"],
+            port=proxy.port,
+            record=record,
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while len(collector.messages) < 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proxy.cut()  # mid-run, with messages in flight
+    thread.join(timeout=20)
+    proxy.close()
+    assert not thread.is_alive()
+    assert proxy.accepted >= 2, "the publisher did not reconnect"
+    summary = result["summary"]
+    assert summary.messages == 12 * 360
+    collector.wait_for(summary.messages)
+    # At least once: every recorded reading arrived (a re-sent one may arrive twice).
+    assert set(collector.rows()) == set(read_csv(record))
