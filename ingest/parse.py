@@ -291,8 +291,6 @@ def _telemetry_time(ts: Any, received_at: datetime) -> datetime | str:
 
 # -- SenML (RFC 8428, JSON) ---------------------------------------------------------------------
 
-_SENML_KNOWN = {"bn", "bt", "bu", "bv", "bver", "n", "u", "v", "vb", "vs", "vd", "t", "s", "ut"}
-
 
 def _senml(document: Any, out: _Collector, units: dict[tuple[str, str, str], str]) -> str | None:
     if not isinstance(document, list):
@@ -304,6 +302,11 @@ def _senml(document: Any, out: _Collector, units: dict[tuple[str, str, str], str
             f"SenML pack has {len(document)} records; at most {out.limits.max_readings} "
             "are accepted in one message"
         )
+    # RFC 8428 section 4.4: a label ending in "_" must be understood, else the whole pack is
+    # rejected. livelab understands none.
+    must = sorted({k for r in document if isinstance(r, dict) for k in r if k.endswith("_")})
+    if must:
+        return f"SenML pack uses must-understand labels {must} that livelab does not support"
     base_name, base_time, base_unit, base_value = "", 0.0, None, None
     for index, record in enumerate(document):
         where = f"record {index}: "

@@ -21,6 +21,7 @@ from types import FrameType
 from schemas.names import is_lab
 from schemas.telemetry import TsFormat
 from schemas.times import parse_rfc3339
+from simulators import metrics
 from simulators.demo import lab_spec
 from simulators.errors import SimulatorError
 from simulators.generator import DEFAULT_SEED
@@ -149,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o = common.add_argument_group("output")
     o.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only errors")
+    o.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve Prometheus metrics (messages and readings published) on "
+        "http://127.0.0.1:PORT/metrics (default: off)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="livelab-sim",
@@ -298,6 +307,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stop = threading.Event()
     _install_stop_handlers(stop)
+    if args.metrics_port:
+        try:
+            metrics.serve(args.metrics_port)
+        except OSError as exc:
+            print(
+                f"livelab-sim: cannot serve metrics on port {args.metrics_port}: {exc}",
+                file=sys.stderr,
+            )
+            return 2
     try:
         if args.command == "backfill":
             summary = backfill(

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from schemas.telemetry import MAX_READINGS_PER_MESSAGE, TsFormat
+from simulators import metrics
 from simulators.demo import LabSpec, lab_spec
 from simulators.generator import DEFAULT_SEED, as_interval, count_steps, device_readings, generate
 from simulators.messages import DEFAULT_BATCH, Form, Message, pack
@@ -119,6 +120,8 @@ def _send(
             recorder.write(msg.readings)
         summary.messages += 1
         summary.readings += len(msg.readings)
+        metrics.MESSAGES.inc()
+        metrics.READINGS.inc(len(msg.readings))
 
 
 def backfill(

@@ -101,3 +101,30 @@ def test_api_daily_buckets_follow_stockholm_days(
     want = _expected(published, "1D", "Europe/Stockholm")
     assert got["count"].tolist() == want["count"].tolist()
     assert got["avg"].tolist() == pytest.approx(want["avg"].tolist(), rel=1e-9)
+
+
+def test_rejections_reach_the_lab_team_through_the_api(
+    start_worker, publisher, database_url: str, lab: str, db
+) -> None:
+    worker = start_worker(ingest_http_port=0)
+    topic = f"livelab/{lab}/aq-01/telemetry"
+    publisher.publish(topic, b'{"no2": 17.4, "pm25": "high"}')
+    publisher.publish(topic, b"\x00not json")
+    wait_for(lambda: worker.metrics.rejections._value.get() == 2, what="two rejections stored")
+    key, _ = keys.create_key(db, "team", [lab])
+    other, _ = keys.create_key(db, "other-team", ["someone-else"])
+    with TestClient(create_app(Settings(database_url=database_url))) as client:
+        resp = client.get(f"/v1/labs/{lab}/rejections", headers={"Authorization": f"Bearer {key}"})
+        assert resp.status_code == 200, resp.text
+        rows = resp.json()["data"]
+        assert [r["topic"] for r in rows] == [topic, topic]
+        newest, oldest = rows
+        assert newest["reason"].startswith("malformed JSON")
+        assert "value of sensor 'pm25' is a string" in oldest["reason"]
+        assert oldest["rejected_count"] == 1
+        assert oldest["payload"] == '{"no2": 17.4, "pm25": "high"}'
+        # Another lab's key does not even learn that the lab exists.
+        hidden = client.get(
+            f"/v1/labs/{lab}/rejections", headers={"Authorization": f"Bearer {other}"}
+        )
+        assert hidden.status_code == 404

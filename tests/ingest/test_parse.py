@@ -259,3 +259,26 @@ def test_senml_malformed_packs(pack: object, reason: str) -> None:
     p = parse(pack, topic=SENML)
     assert p.readings == []
     assert reason in p.rejection.reason
+
+
+def test_senml_must_understand_labels_reject_the_pack() -> None:
+    p = parse([{"n": "a", "v": 1}, {"n": "b", "v": 2, "lat_": 56.04}], topic=SENML)
+    assert p.readings == []
+    assert "must-understand labels ['lat_']" in p.rejection.reason
+
+
+def test_senml_record_problems_keep_the_rest() -> None:
+    p = parse(
+        [
+            {"n": "a", "v": "1"},
+            {"n": "b", "vb": 1},
+            {"n": "c", "v": 2, "t": "x"},
+            {"n": "d", "v": 4},
+        ],
+        topic=SENML,
+    )
+    assert values(p) == [("d", NOW, 4.0)]
+    assert p.rejection.rejected_count == 3
+    assert "record 0: value of sensor 'a' is a string" in p.rejection.reason
+    assert "record 1: vb of sensor 'b' is int, not a boolean" in p.rejection.reason
+    assert "record 2: t is a string" in p.rejection.reason

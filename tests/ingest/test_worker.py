@@ -111,3 +111,31 @@ def test_database_connection_killed_mid_stream_loses_and_doubles_nothing(
     assert worker.metrics.db_retries._value.get() >= 1
     total = db.execute("SELECT sum(reading_count) FROM series WHERE lab = %s", (lab,)).fetchone()
     assert total == (6000,)
+
+
+def test_health_ready_and_metrics_endpoints(start_worker, publisher: Publisher, db, lab):
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start_worker(ingest_http_port=port)
+    publisher.publish(f"livelab/{lab}/d/telemetry", json.dumps({"a": 1, "b": "x"}))
+    wait_for(lambda: count_readings(db, lab) == 1)
+    base = f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"{base}/health") as resp:
+        assert json.load(resp) == {"status": "ok"}
+    with urllib.request.urlopen(f"{base}/ready") as resp:
+        assert json.load(resp)["status"] == "ready"
+    with urllib.request.urlopen(f"{base}/metrics") as resp:
+        text = resp.read().decode()
+    assert 'livelab_ingest_messages_total{outcome="partial"} 1.0' in text
+    assert 'livelab_ingest_readings_total{outcome="stored"} 1.0' in text
+    assert "livelab_ingest_mqtt_connected 1.0" in text
+    try:
+        urllib.request.urlopen(f"{base}/nope")
+        raise AssertionError("expected 404")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -334,3 +335,34 @@ def test_backfill_survives_a_dropped_connection(
     collector.wait_for(summary.messages)
     # At least once: every recorded reading arrived (a re-sent one may arrive twice).
     assert set(collector.rows()) == set(read_csv(record))
+
+
+def test_live_serves_prometheus_metrics(mqtt_broker, lab) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators", "live", "--lab", lab, "--rate", "50",
+         "--duration", "3", "--metrics-port", str(port), "-q",
+         "--mqtt-host", mqtt_broker[0], "--mqtt-port", str(mqtt_broker[1])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        text = ""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "livelab_sim_messages_published_total" not in text:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+                    text = r.read().decode()
+            except OSError:
+                time.sleep(0.1)
+        published = [
+            float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("livelab_sim_messages_published_total")
+        ]
+        assert published, text
+    finally:
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "live: published" in out.decode()
