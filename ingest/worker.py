@@ -31,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.errors import StorageRefused, StorageUnavailable
 from ingest.metrics import Metrics, serve_http
@@ -196,7 +197,11 @@ class Worker:
             "resumed" if flags.session_present else "new",
             ", ".join(self.settings.topic_filters),
         )
-        client.subscribe([(f, 1) for f in self.settings.topic_filters])
+        # Retain Handling 2: no retained messages on subscribe. A retained message was stored
+        # when it was published; replaying it on every reconnect would store a form-1 reading
+        # again, stamped with the new receive time (MQTT 5 section 3.8.3.1).
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        client.subscribe([(f, options) for f in self.settings.topic_filters])
 
     def _on_subscribe(
         self,

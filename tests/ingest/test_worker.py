@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -139,3 +140,25 @@ def test_health_ready_and_metrics_endpoints(start_worker, publisher: Publisher, 
         raise AssertionError("expected 404")
     except urllib.error.HTTPError as exc:
         assert exc.code == 404
+
+
+def test_retained_messages_are_not_replayed_on_subscribe(
+    start_worker, publisher: Publisher, db, lab
+):
+    # A device left a retained form-1 message. Storing it on every (re)subscribe would add a
+    # reading stamped "now" each time the worker reconnects.
+    topic = f"livelab/{lab}/d/telemetry"
+    info = publisher.client.publish(topic, json.dumps({"stale": 1}), qos=1, retain=True)
+    info.wait_for_publish(10)
+    try:
+        start_worker()
+        start_worker()  # a second worker (new session) must not get it either
+        publisher.publish(topic, json.dumps({"fresh": 2}))
+        wait_for(lambda: count_readings(db, lab) >= 2, what="the fresh reading, twice at most")
+        time.sleep(0.3)
+        sensors = db.execute(
+            "SELECT DISTINCT sensor FROM series WHERE lab = %s", (lab,)
+        ).fetchall()
+        assert sensors == [("fresh",)]
+    finally:
+        publisher.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
