@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -100,7 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await pool.close()
             app.state.pool = None
 
-    app = FastAPI(
+    # The docs pages (/docs, /redoc) serve Swagger UI and ReDoc from the package, not from a
+    # CDN: a live lab's network may not reach the internet.
+    app = FastAPIOffline(
         title="livelab API",
         version="1",
         description=DESCRIPTION,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 from psycopg_pool import AsyncConnectionPool
@@ -81,3 +83,16 @@ def test_startup_retries_then_fails_when_database_is_down(
     with pytest.raises(MigrationError, match="cannot connect"), TestClient(create_app(settings)):
         pass
     assert "database not reachable (attempt 1 of 2)" in caplog.text
+
+
+def test_docs_pages_work_without_internet(client: TestClient) -> None:
+    """Swagger UI and ReDoc come from the app itself, not a CDN."""
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assert "cdn.jsdelivr.net" not in html and "unpkg.com" not in html
+        assets = re.findall(r'(?:src|href)="(/static-offline-docs/[^"]+)"', html)
+        assert assets, html
+        for asset in assets:
+            resp = client.get(asset)
+            assert resp.status_code == 200, asset
+            assert len(resp.content) > 1000, asset
