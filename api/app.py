@@ -75,6 +75,9 @@ def _make_pool(settings: Settings) -> AsyncConnectionPool:
         timeout=settings.api_pool_timeout,
         kwargs={"autocommit": True},
         configure=configure,
+        # Test each connection as it is handed out: after a database restart, stale pooled
+        # connections are replaced instead of failing one request each.
+        check=AsyncConnectionPool.check_connection,
         open=False,
         name="livelab-api",
     )

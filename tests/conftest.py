@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest.worker import Worker
 from schemas.migrate import migrate
-from tests.helpers import Publisher, forget_session, worker_settings
+from tests.helpers import PrivatePostgres, Publisher, forget_session, worker_settings
 
 ADMIN_URL = os.environ.get(
     "LIVELAB_TEST_DATABASE_URL", "postgresql://livelab:livelab@127.0.0.1:5432/postgres"
@@ -103,3 +103,14 @@ def publisher(mqtt_broker: tuple[str, int]) -> Iterator[Publisher]:
     pub = Publisher(*mqtt_broker)
     yield pub
     pub.close()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A running PostgreSQL + timescaledb of this test's own; `stop()`/`start()` restart it."""
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()

@@ -88,3 +88,69 @@ def rejections(db: psycopg.Connection, lab: str) -> list[tuple]:
         "WHERE lab = %s ORDER BY id",
         (lab,),
     ).fetchall()
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of a test's own (with timescaledb), which the test may restart.
+
+    The shared server is never restarted by tests: other work may be using it.
+    """
+
+    def __init__(self) -> None:
+        import os
+        import shutil
+        import socket
+        import tempfile
+        from pathlib import Path
+
+        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+        if not candidates:
+            raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql")
+        self.bindir = candidates[0].parent
+        self.root = Path(tempfile.mkdtemp(prefix="livelab-pg-"))
+        self.data = self.root / "data"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        # initdb refuses to run as root: run the server as the postgres user then.
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "livelab", "--auth=trust", "--no-sync")
+        self.url = f"postgresql://livelab@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        import subprocess
+
+        subprocess.run(
+            [*self._as, str(self.bindir / tool), *args],
+            check=True,
+            capture_output=True,
+            cwd=self.root,
+        )
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c shared_preload_libraries=timescaledb -c fsync=off"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-o", options,
+                  "-w", "start")  # fmt: skip
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def database(self, name: str) -> str:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://livelab@127.0.0.1:{self.port}/{name}"
+
+    def destroy(self) -> None:
+        import shutil
+        import subprocess
+
+        subprocess.run(
+            [*self._as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+             "stop"], capture_output=True, check=False,
+        )  # fmt: skip
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -19,9 +19,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from tests.helpers import Publisher, count_readings, forget_session, wait_for
+from ingest.worker import Worker
+from schemas.migrate import migrate
+from tests.helpers import (
+    Publisher,
+    count_readings,
+    forget_session,
+    wait_for,
+    worker_settings,
+)
 
 
 def _free_port() -> int:
@@ -208,3 +217,29 @@ def test_worker_waits_for_a_broker_that_is_not_up_yet(worker_env, db, lab, tmp_p
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert b"connecting to MQTT broker" in out
+
+
+def test_database_restart_loses_and_doubles_nothing(
+    private_postgres, mqtt_broker, lab, tmp_path: Path
+):
+    url = private_postgres.database("livelab")
+    migrate(url)
+    worker = Worker(worker_settings(url, mqtt_broker, lab, ingest_batch_messages=100))
+    worker.start()
+    assert worker.wait_ready(10)
+    pub = Publisher(*mqtt_broker)
+    try:
+        pub.publish_many(_stream(lab, 2000))
+        private_postgres.stop()  # the worker's connection breaks; the server refuses new ones
+        pub.publish_many(_stream(lab, 2000, offset=2000))  # the broker holds them (un-acked)
+        time.sleep(1.5)
+        private_postgres.start()
+        with psycopg.connect(url, autocommit=True) as db:
+            wait_for(lambda: count_readings(db, lab) >= 4000, timeout=60, what="all readings")
+            time.sleep(0.5)
+            assert count_readings(db, lab) == 4000
+        assert worker.metrics.db_retries._value.get() >= 1
+    finally:
+        pub.close()
+        worker.stop(grace=5)
+        forget_session(*mqtt_broker, worker.settings.ingest_client_id)

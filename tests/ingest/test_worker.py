@@ -156,9 +156,7 @@ def test_retained_messages_are_not_replayed_on_subscribe(
         publisher.publish(topic, json.dumps({"fresh": 2}))
         wait_for(lambda: count_readings(db, lab) >= 2, what="the fresh reading, twice at most")
         time.sleep(0.3)
-        sensors = db.execute(
-            "SELECT DISTINCT sensor FROM series WHERE lab = %s", (lab,)
-        ).fetchall()
+        sensors = db.execute("SELECT DISTINCT sensor FROM series WHERE lab = %s", (lab,)).fetchall()
         assert sensors == [("fresh",)]
     finally:
         publisher.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
