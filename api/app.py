@@ -18,7 +18,7 @@ from fastapi_offline import FastAPIOffline
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from api import errors
+from api import errors, openapi
 from api.keys import KeyCache
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import aggregates, health, labs, latest, readings, rejections, sensors
@@ -125,4 +125,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(latest.router)
     app.include_router(readings.router)
     app.include_router(rejections.router)
+    openapi.install(app)
     return app

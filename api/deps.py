@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.keys import KeyCache, KeyInfo
+from api.params import LAB_PATTERN
 from api.settings import Settings
 from schemas.names import is_lab
 
@@ -70,7 +71,16 @@ def lab_not_found(lab: str) -> HTTPException:
 
 
 async def get_lab(
-    lab: Annotated[str, Path(description="The lab's name.", examples=["malmo-air"])],
+    lab: Annotated[
+        str,
+        Path(
+            description="The lab's name. Any other name answers 404, like a lab outside the "
+            "key's scope.",
+            examples=["malmo-air"],
+            # Documented, not validated here: a bad name is a 404, not a 400 (see below).
+            json_schema_extra={"pattern": LAB_PATTERN},
+        ),
+    ],
     key: ApiKey,
     conn: Conn,
 ) -> str:

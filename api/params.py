@@ -7,14 +7,26 @@ from typing import Annotated
 
 from fastapi import HTTPException, Query
 
-from schemas.names import describe_bad_name, is_device, is_sensor
+from schemas.names import DEVICE_RE, LAB_RE, SENSOR_RE, describe_bad_name, is_device, is_sensor
 from schemas.times import parse_rfc3339
+
+# The name rules of `schemas.names` as JSON Schema patterns, for the OpenAPI document. They
+# only document: the routes check the values themselves, so that a bad one answers a 400 in
+# plain words (or, for `{lab}`, the 404 of a lab the key cannot see).
+LAB_PATTERN = f"^{LAB_RE.pattern}$"
+DEVICE_PATTERN = f"^{DEVICE_RE.pattern}$"
+SENSOR_PATTERN = f"^{SENSOR_RE.pattern}$"
+
+# `json_schema_extra` documents a value's form without making FastAPI validate it: the route
+# parses it and says what is wrong (e.g. "start: '...' is not an RFC 3339 timestamp ...").
+_DATE_TIME = {"format": "date-time"}
 
 StartParam = Annotated[
     str,
     Query(
         description="Start of the range, inclusive: RFC 3339 with offset.",
         examples=["2026-06-01T00:00:00Z"],
+        json_schema_extra=_DATE_TIME,
     ),
 ]
 EndParam = Annotated[
@@ -22,20 +34,25 @@ EndParam = Annotated[
     Query(
         description="End of the range, exclusive: RFC 3339 with offset; after `start`.",
         examples=["2026-06-02T00:00:00+02:00"],
+        json_schema_extra=_DATE_TIME,
     ),
 ]
 DeviceFilter = Annotated[
     list[str] | None,
     Query(
-        description="Only these devices (repeat the parameter for several). Default: all.",
+        description="Only these devices (repeat the parameter for several). Default: all. "
+        "A name outside the device name rule is a 400.",
         examples=[["station-1"]],
+        json_schema_extra={"items": {"type": "string", "pattern": DEVICE_PATTERN}},
     ),
 ]
 SensorFilter = Annotated[
     list[str] | None,
     Query(
-        description="Only these sensors (repeat the parameter for several). Default: all.",
+        description="Only these sensors (repeat the parameter for several). Default: all. "
+        "A name outside the sensor name rule is a 400.",
         examples=[["no2"]],
+        json_schema_extra={"items": {"type": "string", "pattern": SENSOR_PATTERN}},
     ),
 ]
 

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     # Largest number of buckets one series may produce in one aggregates request.
     api_max_buckets: int = Field(default=100_000, ge=1)
+    # Largest number of rows (matching series x buckets) one aggregates request may produce:
+    # bounds the answer's size and the time to build it, whatever the lab's size.
+    api_max_rows: int = Field(default=500_000, ge=1)
     api_pool_min_size: int = Field(default=1, ge=0)
     api_pool_max_size: int = Field(default=10, ge=1)
     # Seconds to wait for a free pooled connection before answering 503.

@@ -22,7 +22,8 @@ from api.buckets import (
     local_midnight,
 )
 from api.deps import Conn, Lab, SettingsDep
-from api.models import AggregatePage, ErrorDetail
+from api.models import AggregatePage
+from api.openapi import LAB_RESPONSES, V1_RESPONSES
 from api.params import (
     SERIES_FILTER,
     DeviceFilter,
@@ -35,10 +36,14 @@ from api.params import (
 )
 from schemas.times import format_rfc3339
 
-router = APIRouter(prefix="/v1", tags=["aggregates"])
+router = APIRouter(prefix="/v1", tags=["aggregates"], responses=V1_RESPONSES)
 
 _TZ_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-/]{0,63}")
 _BUCKET_NAMES = ", ".join(BUCKETS)
+# One `stats` value: stat names separated by commas. (Blanks around a name and empty items,
+# as in "avg, max," are tolerated too; the document shows the plain form.)
+_STAT = "(?:" + "|".join(STATS) + ")"
+_STATS_PATTERN = f"^{_STAT}(?:,{_STAT})*$"
 
 DESCRIPTION = f"""
 Statistics of the readings of each series (device, sensor) of the lab in time buckets.
@@ -92,9 +97,11 @@ def _parse_tz(tz: str) -> ZoneInfo:
     response_model=AggregatePage,
     description=DESCRIPTION,
     responses={
-        200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with `format=csv`."},
-        400: {"model": ErrorDetail, "description": "A parameter is not valid."},
-        404: {"model": ErrorDetail, "description": "No such lab (or not in the key's scope)."},
+        **LAB_RESPONSES,
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "JSON, or CSV with `format=csv`.",
+        },
     },
 )
 async def aggregates(
@@ -104,13 +111,21 @@ async def aggregates(
     start: StartParam,
     end: EndParam,
     bucket: Annotated[
-        str, Query(description=f"Bucket size: {_BUCKET_NAMES}.", examples=["1h"])
+        str,
+        Query(
+            description=f"Bucket size: {_BUCKET_NAMES}.",
+            examples=["1h"],
+            # Documented, checked below (so that the 400 names the value and the choices).
+            json_schema_extra={"enum": list(BUCKETS)},
+        ),
     ] = "1h",
     tz: Annotated[
         str,
         Query(
-            description="IANA time zone for the buckets and the offsets in the answer.",
+            description="IANA time zone name (e.g. UTC, Europe/Stockholm) for the buckets and "
+            "the offsets in the answer; an unknown name is a 400.",
             examples=["Europe/Stockholm"],
+            json_schema_extra={"pattern": f"^{_TZ_RE.pattern}$"},
         ),
     ] = "UTC",
     stats: Annotated[
@@ -119,6 +134,7 @@ async def aggregates(
             description="Stats to compute, comma-separated and/or repeated, in the order "
             "wanted: any of avg, min, max, sum, count. Default: avg,min,max,count.",
             examples=[["avg,max"]],
+            json_schema_extra={"items": {"type": "string", "pattern": _STATS_PATTERN}},
         ),
     ] = None,
     device: DeviceFilter = None,
@@ -158,6 +174,12 @@ async def aggregates(
         {"lab": lab, "devices": devices, "sensors": sensors},
     )
     ids = [row[0] for row in await cur.fetchall()]
+    if n * len(ids) > settings.api_max_rows:
+        raise bad_request(
+            f"the request could produce {n * len(ids)} rows ({len(ids)} series x {n} buckets "
+            f"of {bucket}), more than the limit of {settings.api_max_rows}; filter by device "
+            "or sensor, ask for a shorter range or a larger bucket"
+        )
     rows: list[tuple[Any, ...]] = []
     if ids:
         cur = await conn.execute(

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import get_pool
-from api.models import Health
+from api.models import ErrorDetail, Health
 
 router = APIRouter(tags=["health"])
 
@@ -23,7 +23,7 @@ async def health() -> Health:
 @router.get(
     "/ready",
     response_model=Health,
-    responses={503: {"description": "The database is not reachable."}},
+    responses={503: {"model": ErrorDetail, "description": "The database is not reachable."}},
 )
 async def ready(request: Request) -> Response:
     """The database answers `SELECT 1` through the connection pool (else 503)."""

@@ -6,9 +6,10 @@ from fastapi import APIRouter
 
 from api.deps import ApiKey, Conn
 from api.models import LabPage, LabPublic
+from api.openapi import V1_RESPONSES
 from schemas.times import format_rfc3339
 
-router = APIRouter(prefix="/v1", tags=["labs"])
+router = APIRouter(prefix="/v1", tags=["labs"], responses=V1_RESPONSES)
 
 
 @router.get("/labs", response_model=LabPage)

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 
 from api import cursors
 from api.deps import Conn, Lab
-from api.models import ErrorDetail, ReadingPage
+from api.models import ReadingPage
+from api.openapi import LAB_RESPONSES, V1_RESPONSES
 from api.params import (
     SERIES_FILTER,
     DeviceFilter,
@@ -22,13 +23,13 @@ from api.params import (
 )
 from schemas.times import format_rfc3339
 
-router = APIRouter(prefix="/v1", tags=["readings"])
+router = APIRouter(prefix="/v1", tags=["readings"], responses=V1_RESPONSES)
 
 
 @router.get(
     "/labs/{lab}/readings",
     response_model=ReadingPage,
-    responses={404: {"model": ErrorDetail}, 400: {"model": ErrorDetail}},
+    responses=LAB_RESPONSES,
 )
 async def readings(
     lab: Lab,

@@ -8,16 +8,17 @@ from fastapi import APIRouter, Query
 
 from api import cursors
 from api.deps import Conn, Lab
-from api.models import ErrorDetail, RejectionPage, RejectionPublic
+from api.models import RejectionPage, RejectionPublic
+from api.openapi import LAB_RESPONSES, V1_RESPONSES
 from schemas.times import format_rfc3339
 
-router = APIRouter(prefix="/v1", tags=["rejections"])
+router = APIRouter(prefix="/v1", tags=["rejections"], responses=V1_RESPONSES)
 
 
 @router.get(
     "/labs/{lab}/rejections",
     response_model=RejectionPage,
-    responses={404: {"model": ErrorDetail}, 400: {"model": ErrorDetail}},
+    responses=LAB_RESPONSES,
 )
 async def rejections(
     lab: Lab,

@@ -5,17 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import Conn, Lab
-from api.models import ErrorDetail, SensorPage, SensorPublic
+from api.models import SensorPage, SensorPublic
+from api.openapi import LAB_RESPONSES, V1_RESPONSES
 from api.params import SERIES_FILTER, DeviceFilter, SensorFilter, parse_filters
 from schemas.times import format_rfc3339
 
-router = APIRouter(prefix="/v1", tags=["sensors"])
+router = APIRouter(prefix="/v1", tags=["sensors"], responses=V1_RESPONSES)
 
 
 @router.get(
     "/labs/{lab}/sensors",
     response_model=SensorPage,
-    responses={404: {"model": ErrorDetail}, 400: {"model": ErrorDetail}},
+    responses=LAB_RESPONSES,
 )
 async def list_sensors(
     lab: Lab, conn: Conn, device: DeviceFilter = None, sensor: SensorFilter = None

@@ -480,3 +480,25 @@ def test_range_too_large(
             },
         )
         assert resp.status_code == 200
+
+
+def test_too_many_rows_across_series(
+    api_settings: Any, lab: str, auth: dict[str, str], add_series: Callable[..., int]
+) -> None:
+    """The per-series bucket limit alone lets a big lab ask for millions of rows."""
+    from api.app import create_app
+
+    for device in ("d1", "d2", "d3"):
+        add_series(lab, device, "s", [(utc(2026, 1, 1), 1.0)])
+    settings = api_settings.model_copy(update={"api_max_rows": 60})
+    day = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z", "fill": "null"}
+    with TestClient(create_app(settings)) as small:
+        resp = small.get(f"/v1/labs/{lab}/aggregates", headers=auth, params=day)
+        assert resp.status_code == 400
+        detail = resp.json()["detail"]
+        assert "72 rows (3 series x 24 buckets of 1h)" in detail and "filter by device" in detail
+        two = small.get(
+            f"/v1/labs/{lab}/aggregates", headers=auth, params={**day, "device": ["d1", "d2"]}
+        )
+        assert two.status_code == 200, two.text
+        assert len(two.json()["data"]) == 48

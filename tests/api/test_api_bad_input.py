@@ -146,3 +146,18 @@ def test_nasty_values_on_other_routes_never_500(
                     f"/v1/labs/{lab}/{route}", params={**GOOD, name: value}, headers=auth
                 )
                 assert resp.status_code in (200, 400), (route, name, value, resp.text)
+
+
+@pytest.mark.parametrize("route", ["sensors", "latest", "readings", "aggregates"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("device", "Station 1"), ("device", "false,true"), ("sensor", "a b"), ("sensor", "-no2")],
+)
+def test_filter_outside_the_name_rule_is_a_400(
+    client: TestClient, lab: str, auth: dict[str, str], route: str, name: str, value: str
+) -> None:
+    """A filter that can match no series is a mistake: 400 naming the parameter, not `[]`."""
+    params = {**GOOD, name: ["ok", value]}
+    resp = client.get(f"/v1/labs/{lab}/{route}", params=params, headers=auth)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["detail"].startswith(f"{name} filter: {name} name {value!r} is not valid")

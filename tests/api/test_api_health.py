@@ -96,3 +96,31 @@ def test_docs_pages_work_without_internet(client: TestClient) -> None:
             resp = client.get(asset)
             assert resp.status_code == 200, asset
             assert len(resp.content) > 1000, asset
+
+
+def test_openapi_documents_the_answers_given(client: TestClient) -> None:
+    """400 (not FastAPI's 422) for bad parameters, 401 on every /v1 call, 404 for a lab, and
+    parameter schemas as strict as the checks the routes make."""
+    spec = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    assert "ValidationError" not in spec["components"]["schemas"]
+    for path, item in spec["paths"].items():
+        op = item["get"]
+        assert "422" not in op["responses"], path
+        if path.startswith("/v1/"):
+            assert op["responses"]["401"]["headers"]["WWW-Authenticate"], path
+        if path.startswith("/v1/labs/"):
+            assert {"400", "404"} <= set(op["responses"]), path
+            for param in op["parameters"]:
+                assert "anyOf" not in param["schema"], (path, param)
+    params = {
+        p["name"]: p["schema"]
+        for p in spec["paths"]["/v1/labs/{lab}/aggregates"]["get"]["parameters"]
+    }
+    assert params["lab"]["pattern"] == "^[a-z0-9][a-z0-9_-]{0,63}$"
+    assert params["bucket"]["enum"] == ["1m", "5m", "15m", "1h", "6h", "1d", "1w", "1mo"]
+    assert params["format"]["enum"] == ["json", "csv"]
+    assert params["start"]["format"] == params["end"]["format"] == "date-time"
+    assert params["device"]["items"]["pattern"] == "^[a-z0-9][a-z0-9_-]{0,63}$"
+    assert params["sensor"]["items"]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9_\\-.:/]{0,127}$"
+    assert params["stats"]["type"] == "array" and "avg" in params["stats"]["items"]["pattern"]
