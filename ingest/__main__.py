@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     except MigrationError as exc:
         logging.getLogger("livelab.ingest").error("%s", exc)
         return 1
-    stop.wait()
+    while not stop.wait(1.0):
+        if worker.failed.is_set():
+            worker.stop(grace=0)
+            return 70  # EX_SOFTWARE: an internal error; restart the worker
     worker.stop()
     return 0
 

@@ -39,6 +39,7 @@ from ingest.parse import Parsed, Rejection, parse_message
 from ingest.settings import Settings
 from ingest.store import RejectionRow, Store
 from schemas.migrate import MigrationError, migrate
+from schemas.names import is_lab
 
 log = logging.getLogger("livelab.ingest")
 
@@ -72,6 +73,7 @@ class Worker:
         self._subscribed = threading.Event()
         self._stopping = threading.Event()
         self._abandon = threading.Event()
+        self.failed = threading.Event()  # set when the writer thread died
         self._writer: threading.Thread | None = None
         self._http: ThreadingHTTPServer | None = None
         self._client = self._make_client()
@@ -134,6 +136,8 @@ class Worker:
         return self._subscribed.wait(timeout)
 
     def ready(self) -> tuple[bool, str]:
+        if self.failed.is_set():
+            return False, "the writer thread failed; see the log"
         if not self._connected.is_set():
             return False, "not connected to the MQTT broker"
         if not self._store.ping():
@@ -250,12 +254,19 @@ class Worker:
     # -- writer thread -----------------------------------------------------------------------
 
     def _write_loop(self) -> None:
-        while not self._abandon.is_set():
-            batch = self._collect()
-            if batch:
-                self._process(batch)
-            elif self._stopping.is_set():
-                return
+        try:
+            while not self._abandon.is_set():
+                batch = self._collect()
+                if batch:
+                    self._process(batch)
+                elif self._stopping.is_set():
+                    return
+        except Exception:
+            # Nothing more will be stored or acknowledged by this process: say so, turn /ready
+            # red and let `livelab-ingest` exit non-zero so a supervisor restarts it (the broker
+            # redelivers everything un-acknowledged).
+            log.critical("the writer thread failed; the worker must be restarted", exc_info=True)
+            self.failed.set()
 
     def _collect(self) -> list[Incoming]:
         try:
@@ -284,7 +295,7 @@ class Worker:
         m = self.metrics
         m.queue_depth.set(self._queue.qsize())
         for msg in batch:
-            msg.parsed = parse_message(msg.topic, msg.payload, msg.received_at, self._limits)
+            msg.parsed = self._parse(msg)
         if not self._store_batch(batch):
             return  # shutting down with the database away: the broker will redeliver
         for msg in batch:
@@ -293,6 +304,22 @@ class Worker:
             outcome = ("partial" if msg.parsed.readings else "rejected") if rejected else "stored"
             m.messages.labels(outcome).inc()
         self._ack(batch)
+
+    def _parse(self, msg: Incoming) -> Parsed:
+        try:
+            return parse_message(msg.topic, msg.payload, msg.received_at, self._limits)
+        except Exception as exc:
+            # parse_message turns every problem with the input into a rejection; getting here
+            # is a bug. Record the message as rejected (so it is not lost and does not crash
+            # the worker again on every redelivery) and say so loudly.
+            log.exception("bug: parsing a message on %s raised", msg.topic)
+            parts = msg.topic.split("/")
+            lab = parts[1] if len(parts) == 4 and is_lab(parts[1]) else None
+            reason = (
+                f"internal error while reading the message ({type(exc).__name__}: {exc}); "
+                "please report it to the livelab operators"
+            )
+            return Parsed(rejection=Rejection(lab, None, msg.topic, reason, 0))
 
     def _store_batch(self, batch: list[Incoming]) -> bool:
         """Store `batch` in one transaction; retry while the database is away."""

@@ -160,3 +160,44 @@ def test_retained_messages_are_not_replayed_on_subscribe(
         assert sensors == [("fresh",)]
     finally:
         publisher.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
+
+
+def test_a_parser_bug_becomes_a_rejection_not_a_crash(
+    start_worker, publisher: Publisher, db, lab, monkeypatch
+):
+    # Fault injection into pure code only: the broker and the database stay real.
+    import ingest.worker
+
+    real = ingest.worker.parse_message
+
+    def buggy(topic, payload, received_at, limits):
+        if payload == b'{"boom": 1}':
+            raise KeyError("boom")
+        return real(topic, payload, received_at, limits)
+
+    monkeypatch.setattr(ingest.worker, "parse_message", buggy)
+    worker = start_worker()
+    topic = f"livelab/{lab}/d/telemetry"
+    publisher.publish(topic, b'{"boom": 1}')
+    publisher.publish(topic, json.dumps({"ok": 1}))
+    wait_for(lambda: count_readings(db, lab) == 1 and len(rejections(db, lab)) == 1)
+    (_, reason, count, payload, _) = rejections(db, lab)[0]
+    assert reason.startswith("internal error while reading the message (KeyError")
+    assert count == 0
+    assert bytes(payload) == b'{"boom": 1}'
+    assert worker.ready()[0]
+    # Acknowledged, so there is no redelivery crash loop.
+    wait_for(lambda: worker.metrics.acks._value.get() == 2, what="both messages acknowledged")
+
+
+def test_a_failed_writer_turns_ready_red(start_worker, publisher: Publisher, lab, monkeypatch):
+    worker = start_worker()
+
+    def broken(batch):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(worker, "_process", broken)
+    publisher.publish(f"livelab/{lab}/d/telemetry", json.dumps({"a": 1}))
+    wait_for(lambda: worker.failed.is_set(), what="the writer to fail")
+    assert worker.ready() == (False, "the writer thread failed; see the log")
+    assert worker.metrics.acks._value.get() == 0  # nothing acknowledged: it is redelivered
