@@ -185,3 +185,26 @@ def test_livelab_conf_keeps_queued_messages() -> None:
     assert options["max_queued_bytes"] == "0"
     # Persistence lives in the main config: mosquitto 2 rejects a duplicate location.
     assert "persistence_location" not in options
+
+
+def test_setup_without_apt_says_what_to_do(tmp_path: Path) -> None:
+    """On a machine without apt, setup stops at once with a message saying what to do."""
+    if os.geteuid() != 0:
+        pytest.skip("the no-apt path is reached as root (a user without sudo stops earlier)")
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    # Just the tools the script uses before it looks for apt; no apt-get, no dpkg-query.
+    for tool in ("bash", "id", "dirname", "mktemp", "rm", "cat", "tail"):
+        found = shutil.which(tool)
+        assert found, tool
+        (fakebin / tool).symlink_to(found)
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "setup"), "--quiet"],
+        env={"PATH": str(fakebin), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1, run.stderr
+    assert "supports Debian/Ubuntu" in run.stderr
+    assert "docker compose" in run.stderr
