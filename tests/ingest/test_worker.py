@@ -201,3 +201,27 @@ def test_a_failed_writer_turns_ready_red(start_worker, publisher: Publisher, lab
     wait_for(lambda: worker.failed.is_set(), what="the writer to fail")
     assert worker.ready() == (False, "the writer thread failed; see the log")
     assert worker.metrics.acks._value.get() == 0  # nothing acknowledged: it is redelivered
+
+
+def test_workers_in_a_share_group_split_the_stream(start_worker, publisher: Publisher, db, lab):
+    group = f"g{lab}"
+    first = start_worker(ingest_share_group=group)
+    second = start_worker(ingest_share_group=group)
+    base = datetime(2026, 6, 1, tzinfo=UTC)
+    publisher.publish_many(
+        [
+            (
+                f"livelab/{lab}/d{i % 3}/telemetry",
+                json.dumps(
+                    {"ts": (base + timedelta(seconds=i)).isoformat(), "values": {"v": i}}
+                ).encode(),
+            )
+            for i in range(400)
+        ]
+    )
+    wait_for(lambda: count_readings(db, lab) >= 400, what="all 400 readings")
+    time.sleep(0.3)
+    assert count_readings(db, lab) == 400
+    shares = [w.metrics.messages.labels("stored")._value.get() for w in (first, second)]
+    assert sum(shares) == 400  # each message went to exactly one worker
+    assert min(shares) > 0, shares  # and both got some
