@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from psycopg import errors as pg_errors
 
 from ingest.errors import StorageRefused, StorageUnavailable
 from ingest.parse import Reading
@@ -151,18 +150,9 @@ class Store:
     def _translate(self, exc: psycopg.Error) -> StorageUnavailable | StorageRefused:
         conn = self._conn
         broken = conn is None or conn.closed or conn.broken
-        transient = isinstance(
-            exc,
-            (
-                psycopg.OperationalError,
-                pg_errors.SerializationFailure,
-                pg_errors.DeadlockDetected,
-                pg_errors.LockNotAvailable,
-                pg_errors.AdminShutdown,
-                pg_errors.CannotConnectNow,
-            ),
-        )
-        if broken or transient:
+        # OperationalError covers lost connections, shutdown, "starting up", deadlocks,
+        # serialization failures and lock timeouts: all worth retrying as they are.
+        if broken or isinstance(exc, psycopg.OperationalError):
             if broken:
                 self.close()
             return StorageUnavailable(f"database unavailable: {exc}".strip())
@@ -198,8 +188,12 @@ class Store:
             for sid, lab, device, sensor, unit in cur.fetchall():
                 new_ids[(lab, device, sensor)] = sid
                 new_units[(lab, device, sensor)] = unit
-        known = {**self._units, **new_units}
-        changed = [(unit, key) for key, unit in units.items() if known.get(key) != unit]
+        # Only SenML carries units; JSON telemetry skips this (no per-batch work on the cache).
+        changed = [
+            (unit, key)
+            for key, unit in units.items()
+            if new_units.get(key, self._units.get(key)) != unit
+        ]
         if changed:
             cur.executemany(
                 "UPDATE series SET unit = %s WHERE lab = %s AND device = %s AND sensor = %s",
@@ -217,13 +211,16 @@ class Store:
             "COPY livelab_stage (seq, series_id, time, value) FROM STDIN (FORMAT BINARY)"
         ) as copy:
             copy.set_types(["int4", "int4", "timestamptz", "float8"])
+            touched: set[int] = set()
             for seq, (lab, device, sensor, when, value) in enumerate(readings):
-                copy.write_row((seq, ids[(lab, device, sensor)], when, value))
-        # Lock the touched series rows in id order: concurrent workers then never deadlock on
-        # the statistics update below.
-        touched = sorted({ids[(r[0], r[1], r[2])] for r in readings})
+                sid = ids[(lab, device, sensor)]
+                touched.add(sid)
+                copy.write_row((seq, sid, when, value))
+        # Lock the touched series rows in id order: concurrent workers then take them in one
+        # order for the statistics update below instead of deadlocking.
         cur.execute(
-            "SELECT 1 FROM series WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", (touched,)
+            "SELECT 1 FROM series WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+            (sorted(touched),),
         )
         cur.execute(_MOVE)
         return sum(row[0] for row in cur.fetchall())

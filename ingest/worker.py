@@ -39,7 +39,7 @@ from ingest.parse import Parsed, Rejection, parse_message
 from ingest.settings import Settings
 from ingest.store import RejectionRow, Store
 from schemas.migrate import MigrationError, migrate
-from schemas.names import is_lab
+from schemas.names import TopicError, parse_topic
 
 log = logging.getLogger("livelab.ingest")
 
@@ -313,13 +313,11 @@ class Worker:
             # is a bug. Record the message as rejected (so it is not lost and does not crash
             # the worker again on every redelivery) and say so loudly.
             log.exception("bug: parsing a message on %s raised", msg.topic)
-            parts = msg.topic.split("/")
-            lab = parts[1] if len(parts) == 4 and is_lab(parts[1]) else None
             reason = (
                 f"internal error while reading the message ({type(exc).__name__}: {exc}); "
                 "please report it to the livelab operators"
             )
-            return Parsed(rejection=Rejection(lab, None, msg.topic, reason, 0))
+            return Parsed(rejection=Rejection(*_lab_device(msg.topic), msg.topic, reason, 0))
 
     def _store_batch(self, batch: list[Incoming]) -> bool:
         """Store `batch` in one transaction; retry while the database is away."""
@@ -364,16 +362,15 @@ class Worker:
         parsed = msg.parsed
         assert parsed is not None
         log.error("message on %s cannot be stored: %s", msg.topic, exc)
-        if not parsed.readings and not parsed.units:
-            # Even its rejection record was refused. Leave it unacknowledged: the broker keeps
-            # it and redelivers it after the next reconnect; the log line above says why.
+        if not parsed.readings:
+            # Only its rejection record was in the batch, and even that was refused. Leave it
+            # unacknowledged: the broker keeps it and redelivers it after the next reconnect;
+            # the log line above says why.
             msg.unstorable = True
             return True
-        lab, device = parsed.readings[0][:2] if parsed.readings else (None, None)
         count = len(parsed.readings) + (parsed.rejection.rejected_count if parsed.rejection else 0)
-        msg.parsed = Parsed(
-            rejection=Rejection(lab, device, msg.topic, f"could not be stored: {exc}", count)
-        )
+        reason = f"could not be stored: {exc}"
+        msg.parsed = Parsed(rejection=Rejection(*_lab_device(msg.topic), msg.topic, reason, count))
         return self._store_batch([msg])
 
     def _row(self, msg: Incoming, rejection: Rejection) -> RejectionRow:
@@ -385,7 +382,7 @@ class Worker:
             topic=msg.topic,
             reason=rejection.reason,
             rejected_count=rejection.rejected_count,
-            payload=bytes(msg.payload[:keep]),
+            payload=msg.payload[:keep],
             payload_size=len(msg.payload),
         )
 
@@ -400,3 +397,12 @@ class Worker:
                     continue
                 self._client.ack(msg.mid, msg.qos)
                 self.metrics.acks.inc()
+
+
+def _lab_device(topic: str) -> tuple[str | None, str | None]:
+    """The lab and device a topic names, where they are valid (for a rejection record)."""
+    try:
+        where = parse_topic(topic)
+    except TopicError as exc:
+        return exc.lab, exc.device
+    return where.lab, where.device

@@ -13,6 +13,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from ingest.settings import Settings
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,7 +108,6 @@ class PrivatePostgres:
     def __init__(self) -> None:
         import os
         import shutil
-        import socket
         import tempfile
         from pathlib import Path
 
@@ -109,9 +117,7 @@ class PrivatePostgres:
         self.bindir = candidates[0].parent
         self.root = Path(tempfile.mkdtemp(prefix="livelab-pg-"))
         self.data = self.root / "data"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         # initdb refuses to run as root: run the server as the postgres user then.
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self._as:

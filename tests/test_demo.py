@@ -7,22 +7,15 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from tests.helpers import forget_session
+from tests.helpers import forget_session, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_demo_runs_and_its_curl_answers_within_30_seconds(database_url, mqtt_broker) -> None:
@@ -32,9 +25,9 @@ def test_demo_runs_and_its_curl_answers_within_30_seconds(database_url, mqtt_bro
         # The test session's database, free ports and a session of its own: the demo must
         # not touch a developer's demo (its database, keys, ports or broker session).
         LIVELAB_DATABASE_URL=database_url,
-        LIVELAB_API_PORT=str(_free_port()),
-        LIVELAB_INGEST_HTTP_PORT=str(_free_port()),
-        LIVELAB_SIM_METRICS_PORT=str(_free_port()),
+        LIVELAB_API_PORT=str(free_port()),
+        LIVELAB_INGEST_HTTP_PORT=str(free_port()),
+        LIVELAB_SIM_METRICS_PORT=str(free_port()),
         LIVELAB_INGEST_CLIENT_ID=client_id,
         LIVELAB_INGEST_TOPICS="livelab/oceanhamnen/#",
         LIVELAB_INGEST_SESSION_EXPIRY="60",

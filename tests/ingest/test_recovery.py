@@ -28,15 +28,10 @@ from tests.helpers import (
     Publisher,
     count_readings,
     forget_session,
+    free_port,
     wait_for,
     worker_settings,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stream(lab: str, n: int, offset: int = 0) -> list[tuple[str, bytes]]:
@@ -100,7 +95,7 @@ def worker_env(database_url: str, lab: str, tmp_path: Path) -> dict[str, str]:
         LIVELAB_INGEST_CLIENT_ID=f"test-crash-{lab}",
         LIVELAB_INGEST_TOPICS=f"livelab/{lab}/#",
         LIVELAB_INGEST_SESSION_EXPIRY="300",
-        LIVELAB_INGEST_HTTP_PORT=str(_free_port()),
+        LIVELAB_INGEST_HTTP_PORT=str(free_port()),
         LIVELAB_INGEST_BATCH_MESSAGES="100",
         LIVELAB_LOG_LEVEL="INFO",
     )
@@ -137,7 +132,7 @@ def private_broker(tmp_path: Path) -> Iterator[tuple[str, int, callable]]:
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(exe).exists():
         pytest.fail("mosquitto is not installed; run scripts/setup", pytrace=False)
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     # As root, mosquitto would switch to the 'mosquitto' user, which cannot write its
     # persistence file in pytest's private tmp dir: keep it the current user.
@@ -201,7 +196,7 @@ def test_broker_restart_loses_and_doubles_nothing(worker_env, private_broker, db
 
 
 def test_worker_waits_for_a_broker_that_is_not_up_yet(worker_env, db, lab, tmp_path):
-    port = _free_port()
+    port = free_port()
     worker_env.update(LIVELAB_MQTT_HOST="127.0.0.1", LIVELAB_MQTT_PORT=str(port))
     proc = subprocess.Popen(
         [sys.executable, "-m", "ingest"],

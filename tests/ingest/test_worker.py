@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from tests.helpers import Publisher, count_readings, rejections, wait_for
+from tests.helpers import Publisher, count_readings, free_port, rejections, wait_for
 
 
 def test_reading_published_twice_is_stored_once(start_worker, publisher: Publisher, db, lab):
@@ -115,13 +115,10 @@ def test_database_connection_killed_mid_stream_loses_and_doubles_nothing(
 
 
 def test_health_ready_and_metrics_endpoints(start_worker, publisher: Publisher, db, lab):
-    import socket
     import urllib.error
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     start_worker(ingest_http_port=port)
     publisher.publish(f"livelab/{lab}/d/telemetry", json.dumps({"a": 1, "b": "x"}))
     wait_for(lambda: count_readings(db, lab) == 1)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from simulators import OCEANHAMNEN, BrokerUnreachable, Publisher, backfill, generate, live
+from tests.helpers import free_port
 
 START = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
 N_DEVICES = len(OCEANHAMNEN.devices)
@@ -185,14 +186,8 @@ def test_live_api_history_then_live_until_stopped(
     assert sorted(collector.rows()) == sorted(read_csv(record))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_unreachable_broker_exits_1_with_a_clear_message() -> None:
-    port = _free_port()
+    port = free_port()
     proc = run_cli("backfill", "--start", "now-1h", "--end", "now", "--mqtt-port", str(port))
     assert proc.returncode == 1
     assert f"cannot connect to MQTT broker at 127.0.0.1:{port}" in proc.stderr
@@ -338,30 +333,31 @@ def test_backfill_survives_a_dropped_connection(
 
 
 def test_live_serves_prometheus_metrics(mqtt_broker, lab) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulators", "live", "--lab", lab, "--rate", "50",
          "--duration", "3", "--metrics-port", str(port), "-q",
          "--mqtt-host", mqtt_broker[0], "--mqtt-port", str(mqtt_broker[1])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+
+    def published() -> float:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith("livelab_sim_messages_published_total"):
+                return float(line.split()[1])
+        return 0.0
+
     try:
-        text = ""
+        # The counter exists at 0 from start-up: it must count what is published.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "livelab_sim_messages_published_total" not in text:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-                    text = r.read().decode()
-            except OSError:
-                time.sleep(0.1)
-        published = [
-            float(line.split()[1])
-            for line in text.splitlines()
-            if line.startswith("livelab_sim_messages_published_total")
-        ]
-        assert published, text
+        while time.monotonic() < deadline and published() <= 0:
+            time.sleep(0.1)
+        assert published() > 0
     finally:
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
