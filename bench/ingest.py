@@ -17,7 +17,6 @@ bench/results/. Figures vary with the machine's load: compare ratios, not absolu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import signal
@@ -33,13 +32,8 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from bench.common import ROOT, broker_ceiling, log, mosquitto_pub, save_result
 from schemas.migrate import migrate
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def log(msg: str) -> None:
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
 def free_port() -> int:
@@ -48,31 +42,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def payload_lines(n: int, per_message: int) -> bytes:
+def payload_lines(n: int, per_message: int) -> list[bytes]:
+    """N form 2 payloads of `per_message` readings each, one per line for mosquitto_pub -l."""
     base = datetime(2026, 1, 1, tzinfo=UTC)
     lines = []
     for i in range(n):
         ts = (base + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
         values = ",".join(f'"s{j}":{(i * 7 + j) % 1000 / 10}' for j in range(per_message))
-        lines.append(f'{{"ts":"{ts}","values":{{{values}}}}}')
-    return ("\n".join(lines) + "\n").encode()
-
-
-def broker_ceiling(host: str, port: int, lines: bytes, n: int) -> float:
-    topic = f"bench/{secrets.token_hex(4)}"
-    sub = subprocess.Popen(
-        ["mosquitto_sub", "-h", host, "-p", str(port), "-q", "1", "-t", topic, "-C", str(n)],
-        stdout=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)  # let the subscription settle
-    started = time.perf_counter()
-    subprocess.run(
-        ["mosquitto_pub", "-h", host, "-p", str(port), "-q", "1", "-M", "1000", "-t", topic, "-l"],
-        input=lines,
-        check=True,
-    )
-    sub.wait(timeout=600)
-    return n / (time.perf_counter() - started)
+        lines.append(f'{{"ts":"{ts}","values":{{{values}}}}}\n'.encode())
+    return lines
 
 
 def copy_ceiling(url: str, rows: int) -> float:
@@ -167,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         admin.execute(f'CREATE DATABASE "{dbname}"')
     params = conninfo_to_dict(args.admin_url)
     params["dbname"] = dbname
-    url = make_conninfo(**params)
+    url = make_conninfo("", **params)
     lab = f"bench{secrets.token_hex(3)}"
     client_id = f"livelab-bench-{lab}"
     workdir = Path(tempfile.mkdtemp(prefix="livelab-bench-"))
@@ -186,31 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         migrate(url)
         log(f"broker ceiling: {n} QoS 1 messages, mosquitto_pub -> mosquitto_sub")
-        broker_rate = broker_ceiling(args.mqtt_host, args.mqtt_port, lines, n)
+        broker_rate = broker_ceiling(args.mqtt_host, args.mqtt_port, lines)
         log(f"COPY ceiling: {n * k} rows into a plain table")
         copy_rate = copy_ceiling(url, n * k)
 
         log("livelab: creating the worker's session, then queueing the messages in it")
         worker.start()
         worker.stop()
-        subprocess.run(
-            [
-                "mosquitto_pub",
-                "-h",
-                args.mqtt_host,
-                "-p",
-                str(args.mqtt_port),
-                "-q",
-                "1",
-                "-M",
-                "1000",
-                "-t",
-                f"livelab/{lab}/bench-01/telemetry",
-                "-l",
-            ],
-            input=lines,
-            check=True,
-        )
+        mosquitto_pub(args.mqtt_host, args.mqtt_port, f"livelab/{lab}/bench-01/telemetry", lines)
         log("livelab: starting the worker and timing until every reading is stored")
         started = time.perf_counter()
         worker.start()
@@ -270,12 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker_peak_rss_mib": round(rss, 1),
         "cpus": os.cpu_count(),
     }
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"ingest-{int(time.time())}.json").write_text(json.dumps(result, indent=2) + "\n")
-    width = max(len(key) for key in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    save_result("ingest", result)
     return 0
 
 

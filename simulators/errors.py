@@ -2,7 +2,8 @@
 
 SimulatorError
 ├── BrokerUnreachable   the MQTT broker refused or did not answer the connection
-└── PublishIncomplete   messages were still unacknowledged when the run had to end
+├── PublishIncomplete   messages were still unacknowledged when the run had to end
+└── AuditError          the delivery audit could not ask the API (unreachable, key refused, 5xx)
 """
 
 from __future__ import annotations
@@ -34,3 +35,10 @@ class PublishIncomplete(SimulatorError):
         super().__init__(f"MQTT broker at {host}:{port}: " + " and ".join(parts or ["incomplete"]))
         self.unacked = unacked
         self.failed = failed
+
+
+class AuditError(SimulatorError):
+    """The audit could not get its answers from the API: unreachable, key refused, 5xx, ...
+
+    Not raised for a mismatch: that is a failed `AuditReport`, not an error.
+    """

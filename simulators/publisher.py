@@ -1,23 +1,47 @@
-"""`Publisher`: a paho-mqtt 2.x client that publishes as fast as the broker acknowledges.
+"""`Publisher`: a single-threaded paho-mqtt 2.x client that publishes as fast as the broker
+acknowledges.
 
     with Publisher(host="127.0.0.1", port=1883, qos=1) as pub:
         pub.publish("livelab/oceanhamnen/aq-01/telemetry", b'{"no2": 17.4}')
+        pub.idle(5.0)  # between messages: keeps the connection alive, reads acknowledgements
     # leaving the block waits until every message is acknowledged (QoS 1) or written (QoS 0)
 
-Flow control: at most `max_inflight` messages are outstanding; `publish` blocks until the
-broker acknowledges older ones. paho's own in-flight window (default 20) would cap QoS 1 at
-20 messages per round trip, and any paho window has a cost: on every PUBACK paho scans all
-its outgoing messages for a queued one to send (``Client._update_inflight``, O(window) per
-ack; measured on the local Mosquitto: window 1000 -> 7k msg/s, 100 -> 14k msg/s). So paho's
-window is switched off (0 = unlimited) and ours bounds the messages in flight instead:
-~16k msg/s at QoS 1 with a window of 1000. paho's queue is unbounded too
-(``max_queued_messages=0``) for the same reason.
+Not thread-safe: make every call from one thread. There is no network thread: paho's loop is
+driven from `publish`, `poll`, `idle` and `wait_all`, so call `poll()` or `idle()` when not
+publishing for a while (at least every `keepalive` seconds), or the broker drops the connection.
 
-Reconnects: paho's network thread (``loop_start``) reconnects on its own with a backoff
-(`reconnect_delay_set`), and after reconnecting it re-sends every QoS 1 message not yet
-acknowledged (``_messages_reconnect_reset_out``, with DUP set). Messages published while the
-connection is down wait in paho's queue. So a broker restart costs time, not messages; ingest
-stores duplicates once.
+Why no network thread: with paho's ``loop_start`` every publish hands its packet to the
+network thread (a socketpair wake-up, the GIL going back and forth). Driven by hand in one
+thread, ``client.publish()`` writes the packet straight to the socket (paho does so when no
+loop thread runs), and reading the PUBACKs every 64 publishes costs one ``recv``. paho's own
+``loop()`` is not used either: it creates a socketpair whose wake-up byte costs a ``send`` per
+publish. Measured on the local Mosquitto (2 CPUs shared with it, MQTT 3.1.1, QoS 1, 200k
+messages, one payload, no subscriber): the previous ``loop_start`` Publisher 21-27k msg/s; a
+bare paho loop in one thread driven with ``loop()`` ~38k, with our own ``select`` ~42k, and
+with the buffered reads below ~45k; this `Publisher`, with its accounting, ~43k msg/s.
+``python -m bench.simulator`` measures it with payload generation (the load generator).
+
+Buffered reads: paho reads each incoming packet with at least three ``recv`` calls (the type
+byte, the length bytes, the rest): three system calls per 4-byte PUBACK. `_Client` overrides paho's
+``_sock_recv`` to read up to 64 KiB at once and serve paho's small reads from that buffer
+(plain TCP only; any data left in the buffer makes the next wait not block).
+
+Flow control: at most `max_inflight` messages are outstanding; `publish` services the network
+(blocking) until the broker acknowledges older ones. paho's own in-flight window (default 20)
+would cap QoS 1 at 20 messages per round trip, and any paho window has a cost: on every PUBACK
+paho scans all its outgoing messages for a queued one to send (``Client._update_inflight``,
+O(window) per ack; measured with ``loop_start``: window 1000 -> 7k msg/s, 100 -> 14k msg/s).
+So paho's window is switched off (0 = unlimited) and ours bounds the messages in flight
+instead. paho's queue is unbounded too (``max_queued_messages=0``) for the same reason.
+
+Reconnects: when the connection is lost, `poll`/`idle`/`publish`/`wait_all` reconnect with a
+backoff (the first attempt 1 s after the loss, then 2, 4, ... up to 30 s apart; each TCP
+connect attempt blocks up to `connect_timeout`), logging one warning per outage and an info
+line when back. paho's ``reconnect()`` re-sends every QoS 1 message not yet acknowledged
+(``_messages_reconnect_reset_out``, with DUP set), and messages published while the connection
+is down wait in paho's queue until the CONNACK. So a broker restart costs time, not QoS 1
+messages; ingest stores duplicates once. QoS 0 messages not yet written when the connection
+drops are lost (at most once): they count as `dropped`.
 """
 
 from __future__ import annotations
@@ -26,13 +50,14 @@ import contextlib
 import logging
 import os
 import secrets
-import threading
+import select
 import time
+from collections import deque
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from simulators.errors import BrokerUnreachable, PublishIncomplete
@@ -42,9 +67,61 @@ log = logging.getLogger(__name__)
 MqttVersion = Literal["3.1.1", "5"]
 _PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
 
+POLL_EVERY = 64  # publishes between reads of the acknowledgements...
+POLL_INTERVAL = 0.05  # ...or seconds, whichever comes first (slow publishers get acks too)
+STOP_CHECK = 0.2  # `idle` looks at its stop event at least this often (seconds)
+MIN_RECONNECT_DELAY = 1.0
+MAX_RECONNECT_DELAY = 30.0
+_READ_SIZE = 65536
+_MAX_MID = 65535  # paho's message ids: more QoS 1 messages in flight would collide
+_NOT_WRITTEN = (MQTTErrorCode.MQTT_ERR_NO_CONN, MQTTErrorCode.MQTT_ERR_CONN_LOST)
+_monotonic = time.monotonic
+
+
+class StopFlag(Protocol):
+    """What `Publisher.idle` needs of its stop event: `threading.Event` or a
+    `multiprocessing` one."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class _Client(mqtt.Client):
+    """paho's client, reading the socket through a buffer (see the module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+        self._rsock: object = None  # the socket `_rbuf` came from
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        sock = self._sock
+        if sock is None:
+            raise ConnectionError("not connected")
+        buf, pos = self._rbuf, self._rpos
+        if sock is not self._rsock or pos >= len(buf):
+            buf = sock.recv(_READ_SIZE)  # BlockingIOError when nothing is waiting
+            self._rbuf, self._rsock, pos = buf, sock, 0
+            if not buf:
+                return buf  # the broker closed the connection
+        end = pos + bufsize
+        self._rpos = end
+        return buf[pos:end]
+
+    def buffered(self) -> bool:
+        """True when data read from the socket awaits processing."""
+        return self._rpos < len(self._rbuf) and self._rsock is self._sock and self._sock is not None
+
+    def close_socket(self) -> None:
+        """Close the connection without a DISCONNECT (paho's own ``_sock_close``)."""
+        self._sock_close()
+
 
 class Publisher:
-    """Publishes messages to one MQTT broker; a context manager that connects and drains."""
+    """Publishes messages to one MQTT broker from one thread; a context manager that connects
+    and drains. Not thread-safe."""
 
     def __init__(
         self,
@@ -62,10 +139,14 @@ class Publisher:
             raise ValueError(f"qos must be 0 or 1, not {qos!r}")
         if mqtt_version not in _PROTOCOLS:
             raise ValueError(f"mqtt_version must be '3.1.1' or '5', not {mqtt_version!r}")
-        if max_inflight < 1:
-            raise ValueError(f"max_inflight must be at least 1, not {max_inflight}")
+        if not 1 <= max_inflight <= _MAX_MID:
+            raise ValueError(f"max_inflight must be 1..{_MAX_MID}, not {max_inflight}")
         if not 0 < port < 65536:
             raise ValueError(f"port must be 1..65535, not {port}")
+        if not connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be positive, not {connect_timeout!r}")
+        if keepalive < 0:
+            raise ValueError(f"keepalive must be 0 (off) or positive, not {keepalive!r}")
         self.host = host
         self.port = port
         self.qos = qos
@@ -74,66 +155,68 @@ class Publisher:
         self.keepalive = keepalive
         self.client_id = client_id or f"livelab-sim-{os.getpid()}-{secrets.token_hex(3)}"
 
-        self._cond = threading.Condition()
         self._sent = 0  # handed to paho
         self._done = 0  # acknowledged (QoS 1) or written to the socket (QoS 0)
         self._failed = 0  # PUBACK with a failure reason code (MQTT 5)
-        self._connected = threading.Event()
+        self._dropped = 0  # QoS 0 messages lost with the connection
+        self._qos0: deque[mqtt.MQTTMessageInfo] = deque()  # QoS 0 waiting in paho's buffer
+        self._poll_at = 0.0  # publish services the network at this time at the latest
+        self._connected = False  # CONNACK received on the current connection
         self._connect_error: str | None = None
+        self._was_connected = False  # connect() succeeded once: losses are reconnected
+        self._down_since: float | None = None  # monotonic time the current outage began
+        self._retry_at = 0.0
+        self._delay = MIN_RECONNECT_DELAY
         self._closing = False
-        self.reconnects = 0
+        self._closed = False
+        self.reconnects = 0  # times the connection was lost (and re-established or retried)
 
-        client = mqtt.Client(
+        client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=_PROTOCOLS[mqtt_version],
         )
         client.max_inflight_messages_set(0)  # our window bounds it; see the module doc
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.connect_timeout = connect_timeout
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         self._client = client
 
-    # -- paho callbacks: they run on paho's network thread and only update counters --
+    # -- paho callbacks: called from within our own calls into paho, same thread --
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         if reason.is_failure:
             self._connect_error = f"connection refused: {reason}"
-        else:
-            if self.reconnects:
-                log.info("reconnected to MQTT broker at %s:%s", self.host, self.port)
-            self._connect_error = None
-        self._connected.set()
+            log.debug("MQTT broker at %s:%s refused the connection: %s", *self._addr, reason)
+            return
+        self._connected = True
+        self._connect_error = None
+        if self._down_since is not None:
+            log.info(
+                "reconnected to MQTT broker at %s:%s after %.1f s; %d message(s) outstanding",
+                *self._addr,
+                _monotonic() - self._down_since,
+                self.outstanding,
+            )
+            self._down_since = None
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
-        if self._closing:
-            return
-        self.reconnects += 1
-        self._connected.clear()
-        log.warning(
-            "lost the connection to MQTT broker at %s:%s (%s); reconnecting, %d message(s) "
-            "will be re-sent",
-            self.host,
-            self.port,
-            reason,
-            self.outstanding,
-        )
+        self._connected = False
+        if not self._closing and self._was_connected and self._down_since is None:
+            self._lost(str(reason))
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
     ) -> None:
-        with self._cond:
-            self._done += 1
-            if reason.is_failure:
-                self._failed += 1
-            self._cond.notify_all()
+        self._done += 1
+        if reason.is_failure:
+            self._failed += 1
 
     # -- public API --
 
@@ -153,45 +236,104 @@ class Publisher:
         return self._failed
 
     @property
+    def dropped(self) -> int:
+        """QoS 0 messages lost because the connection was down (at most once delivery)."""
+        return self._dropped
+
+    @property
     def outstanding(self) -> int:
-        return self._sent - self._done
+        """Messages neither acknowledged (QoS 1), written out (QoS 0) nor dropped (QoS 0)."""
+        return self._sent - self._done - self._dropped
+
+    @property
+    def connected(self) -> bool:
+        """True while connected to the broker (CONNACK received, connection not lost)."""
+        return self._connected
 
     def connect(self) -> None:
         """Connect and wait for the CONNACK; raise `BrokerUnreachable` if that fails."""
+        client = self._client
         try:
-            self._client.connect(self.host, self.port, keepalive=self.keepalive)
+            client.connect(self.host, self.port, keepalive=self.keepalive)
         except (OSError, ValueError) as exc:  # refused, unknown host, timeout
+            client.close_socket()
             raise BrokerUnreachable(self.host, self.port, str(exc) or type(exc).__name__) from exc
-        self._client.loop_start()
-        if not self._connected.wait(self.connect_timeout) or self._connect_error:
-            reason = self._connect_error or f"no CONNACK within {self.connect_timeout:g} s"
-            self._stop_loop()
-            raise BrokerUnreachable(self.host, self.port, reason)
-        log.debug("connected to MQTT broker at %s:%s as %s", self.host, self.port, self.client_id)
+        deadline = _monotonic() + self.connect_timeout
+        while not self._connected and self._connect_error is None:
+            sock = client.socket()
+            left = deadline - _monotonic()
+            if sock is None:
+                self._connect_error = "the broker closed the connection"
+            elif left <= 0:
+                self._connect_error = f"no CONNACK within {self.connect_timeout:g} s"
+            else:
+                self._wait_socket(sock, min(left, STOP_CHECK))
+                client.loop_read()
+                if client.want_write():
+                    client.loop_write()
+        if not self._connected:
+            client.close_socket()
+            raise BrokerUnreachable(self.host, self.port, self._connect_error or "not connected")
+        self._was_connected = True
+        self._poll_at = _monotonic() + POLL_INTERVAL
+        log.debug("connected to MQTT broker at %s:%s as %s", *self._addr, self.client_id)
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Queue one message; blocks while `max_inflight` messages await acknowledgement."""
-        with self._cond:
-            while self._sent - self._done >= self.max_inflight:
-                self._cond.wait(0.5)
-            self._sent += 1
-        # Not under our lock: paho may call _on_publish (which takes it) before returning.
-        info = self._client.publish(topic, payload, qos=self.qos)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            # NO_CONN: queued, sent after the reconnect. Anything else is a bug of ours.
-            with self._cond:
-                self._sent -= 1
-            raise RuntimeError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
+    def publish(self, topic: str, payload: bytes, qos: int | None = None) -> None:
+        """Queue one message at `qos` (None: the publisher's default); usually written at once.
+
+        Reads acknowledgements every `POLL_EVERY` publishes (or `POLL_INTERVAL` s); blocks,
+        servicing the network and reconnecting if need be, while `max_inflight` messages are
+        outstanding.
+        """
+        if qos is None:
+            qos = self.qos
+        elif qos not in (0, 1):
+            raise ValueError(f"qos must be 0 or 1, not {qos!r}")
+        if self._closed:
+            raise RuntimeError("publish on a closed Publisher")
+        if self._sent - self._done - self._dropped >= self.max_inflight:
+            self._wait_for_window()
+        info = self._client.publish(topic, payload, qos)
+        self._sent += 1
+        if info.rc:
+            self._not_written(info.rc, qos, topic)
+        elif qos == 0 and not info.is_published():
+            self._qos0.append(info)  # the socket's buffer is full: paho holds the packet
+        if not self._sent % POLL_EVERY or _monotonic() >= self._poll_at:
+            self._service(0.0)
+
+    def poll(self) -> None:
+        """Service the network without blocking: read acknowledgements, send what waits,
+        keepalive pings, and a reconnect attempt when one is due."""
+        self._service(0.0)
+
+    def idle(self, seconds: float, stop: StopFlag | None = None) -> bool:
+        """Service the network for up to `seconds` (waiting in ``select``, not spinning);
+        return early once `stop` is set (looked at every `STOP_CHECK` s at least).
+
+        Returns True when `stop` is set, like ``stop.wait(seconds)``.
+        """
+        end = _monotonic() + seconds
+        while not (stop is not None and stop.is_set()):
+            left = end - _monotonic()
+            if left <= 0:
+                self._service(0.0)
+                break
+            self._service(min(left, STOP_CHECK), stop)
+        return stop is not None and stop.is_set()
 
     def wait_all(self, timeout: float | None = None) -> bool:
-        """Wait until nothing is outstanding; False if `timeout` seconds passed first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._sent > self._done:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
+        """Service the network until nothing is outstanding; False if `timeout` s passed first."""
+        deadline = None if timeout is None else _monotonic() + timeout
+        self._service(0.0)
+        while self.outstanding > 0:
+            step = STOP_CHECK
+            if deadline is not None:
+                left = deadline - _monotonic()
+                if left <= 0:
                     return False
-                self._cond.wait(0.5 if left is None else min(left, 0.5))
+                step = min(step, left)
+            self._service(step)
         return True
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -199,16 +341,22 @@ class Publisher:
 
         Raises `PublishIncomplete` when messages stayed unacknowledged or were refused.
         """
-        drained = self.wait_all(timeout)
-        self._closing = True
-        self._client.disconnect()
-        self._stop_loop()
+        if self._closed:
+            return
+        try:
+            drained = self.wait_all(timeout)
+        finally:
+            self._closing = True
+            self._closed = True
+            self._disconnect()
+        if self._dropped:
+            log.warning(
+                "%d QoS 0 message(s) were lost while the connection to %s:%s was down",
+                self._dropped,
+                *self._addr,
+            )
         if not drained or self._failed:
             raise PublishIncomplete(self.outstanding, self._failed, self.host, self.port)
-
-    def _stop_loop(self) -> None:
-        self._closing = True
-        self._client.loop_stop()
 
     def __enter__(self) -> Publisher:
         self.connect()
@@ -226,3 +374,114 @@ class Publisher:
             # Already failing: don't hide the error behind a drain timeout.
             with contextlib.suppress(PublishIncomplete):
                 self.close(timeout=2.0)
+
+    # -- the network --
+
+    @property
+    def _addr(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def _service(self, timeout: float, stop: StopFlag | None = None) -> None:
+        """One round of network work, waiting up to `timeout` s for the socket."""
+        client = self._client
+        self._poll_at = _monotonic() + POLL_INTERVAL
+        sock = client.socket()
+        if sock is None:
+            if self._was_connected and not self._closing:
+                if self._down_since is None:  # closed without paho telling us: still an outage
+                    self._lost("the connection closed")
+                self._reconnect_if_due()
+                sock = client.socket()
+            if self._qos0:
+                self._settle_qos0()
+            if sock is None:
+                wait = min(timeout, max(0.0, self._retry_at - _monotonic()))
+                if wait > 0:
+                    if stop is not None:
+                        stop.wait(wait)
+                    else:
+                        time.sleep(wait)
+                return
+        if timeout > 0 and not client.buffered():
+            self._wait_socket(sock, timeout)
+        client.loop_read()
+        if client.want_write():
+            client.loop_write()
+        client.loop_misc()  # keepalive: PINGREQ when due, drop a connection that stopped answering
+        if self._qos0:
+            self._settle_qos0()
+
+    def _wait_socket(self, sock: Any, timeout: float) -> None:
+        """Until `sock` is readable (or writable, when paho has bytes to send) or `timeout`."""
+        wlist = [sock] if self._client.want_write() else []
+        with contextlib.suppress(OSError, ValueError):  # closed under us: the read will tell
+            select.select([sock], wlist, [], timeout)
+
+    def _wait_for_window(self) -> None:
+        while self._sent - self._done - self._dropped >= self.max_inflight:
+            self._service(0.05)
+
+    def _not_written(self, rc: int, qos: int, topic: str) -> None:
+        if rc in _NOT_WRITTEN:
+            if qos == 0:
+                self._dropped += 1  # paho keeps no QoS 0 message for after the reconnect
+            # QoS 1: paho keeps it and sends it once reconnected
+            return
+        self._sent -= 1
+        raise RuntimeError(f"publish to {topic!r} failed: {mqtt.error_string(rc)}")
+
+    def _settle_qos0(self) -> None:
+        """QoS 0 packets paho held: written (counted by on_publish) or lost at a reconnect."""
+        pending = self._qos0
+        while pending:
+            info = pending[0]
+            if info.rc:  # paho's reconnect() discarded it
+                self._dropped += 1
+            elif not info.is_published():
+                break
+            pending.popleft()
+
+    def _lost(self, reason: str) -> None:
+        now = _monotonic()
+        self._down_since = now
+        self._delay = MIN_RECONNECT_DELAY
+        self._retry_at = now + self._delay
+        self.reconnects += 1
+        log.warning(
+            "lost the connection to MQTT broker at %s:%s (%s); reconnecting, %d message(s) "
+            "outstanding will be re-sent",
+            *self._addr,
+            reason,
+            self.outstanding,
+        )
+
+    def _reconnect_if_due(self) -> None:
+        now = _monotonic()
+        if now < self._retry_at:
+            return
+        self._delay = min(self._delay * 2, MAX_RECONNECT_DELAY)
+        self._retry_at = now + self._delay  # the next attempt, if this one fails at any step
+        try:
+            self._client.reconnect()  # TCP connect + CONNECT; the CONNACK arrives in a later read
+        except (OSError, ValueError) as exc:
+            self._client.close_socket()
+            log.debug(
+                "reconnecting to MQTT broker at %s:%s failed (%s); next attempt in %.0f s",
+                *self._addr,
+                exc,
+                self._delay,
+            )
+
+    def _disconnect(self) -> None:
+        client = self._client
+        if client.socket() is None:
+            return
+        if self._connected:
+            client.disconnect()  # written at once; paho closes the socket once it is out
+            deadline = _monotonic() + 1.0
+            while (sock := client.socket()) is not None and client.want_write():
+                if _monotonic() >= deadline:
+                    break
+                self._wait_socket(sock, 0.1)
+                client.loop_write()
+        client.close_socket()

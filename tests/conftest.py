@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import signal
 import socket
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,7 +26,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest.worker import Worker
 from schemas.migrate import migrate
-from tests.helpers import PrivatePostgres, Publisher, forget_session, worker_settings
+from tests.helpers import (
+    PrivatePostgres,
+    Publisher,
+    forget_session,
+    free_port,
+    wait_for,
+    worker_settings,
+)
 
 ADMIN_URL = os.environ.get(
     "LIVELAB_TEST_DATABASE_URL", "postgresql://livelab:livelab@127.0.0.1:5432/postgres"
@@ -114,3 +126,48 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[tuple[str, int, Any]]:
+    """A Mosquitto of this test's own (persistence on), and a function that restarts it."""
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        pytest.fail("mosquitto is not installed; run scripts/setup", pytrace=False)
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    # As root, mosquitto would switch to the 'mosquitto' user, which cannot write its
+    # persistence file in pytest's private tmp dir: keep it the current user.
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"persistence_location {tmp_path}/\nmax_queued_messages 1000000\n{user}"
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def start() -> None:
+        procs.append(
+            subprocess.Popen(
+                [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+        wait_for(listening, timeout=10, what="private mosquitto")
+
+    def restart() -> None:
+        procs[-1].send_signal(signal.SIGTERM)  # mosquitto saves its persistence file on exit
+        procs[-1].wait(10)
+        start()
+
+    start()
+    yield "127.0.0.1", port, restart
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            p.wait(10)

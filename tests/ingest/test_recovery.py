@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -124,52 +121,6 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(
         pub.close()
         worker.stop()
         forget_session(*mqtt_broker, worker_env["LIVELAB_INGEST_CLIENT_ID"])
-
-
-@pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[tuple[str, int, callable]]:
-    """A Mosquitto of this test's own (persistence on), and a function that restarts it."""
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        pytest.fail("mosquitto is not installed; run scripts/setup", pytrace=False)
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    # As root, mosquitto would switch to the 'mosquitto' user, which cannot write its
-    # persistence file in pytest's private tmp dir: keep it the current user.
-    user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-        f"persistence_location {tmp_path}/\nmax_queued_messages 1000000\n{user}"
-    )
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        procs.append(
-            subprocess.Popen(
-                [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        )
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, timeout=10, what="private mosquitto")
-
-    def restart() -> None:
-        procs[-1].send_signal(signal.SIGTERM)  # mosquitto saves its persistence file on exit
-        procs[-1].wait(10)
-        start()
-
-    start()
-    yield "127.0.0.1", port, restart
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-            p.wait(10)
 
 
 def test_broker_restart_loses_and_doubles_nothing(worker_env, private_broker, db, lab, tmp_path):

@@ -101,3 +101,102 @@ def decode() -> Callable[[str, bytes], list[Row]]:
 def read_csv() -> Callable[[str | Path], list[Row]]:
     """`csv_rows`: the readings of a recorded CSV file."""
     return csv_rows
+
+
+# --- The HTTP API as a real process (for the delivery audit) ---------------------------------
+
+
+class ApiServer:
+    """`livelab-api serve` on a free port against the test database, as a subprocess."""
+
+    def __init__(self, database_url: str, log_dir: Path, **env: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        from tests.helpers import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"api-{self.port}.log"
+        script = Path(sys.executable).with_name("livelab-api")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "api"]
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [*command, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env={
+                **os.environ,
+                "LIVELAB_DATABASE_URL": database_url,
+                "LIVELAB_API_MIGRATE": "false",  # the session's database is migrated already
+                "LIVELAB_API_KEY_CACHE_SECONDS": "0",
+                "LIVELAB_LOG_LEVEL": "WARNING",
+                **env,
+            },
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            self._wait_ready(30.0)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"livelab-api serve exited:\n{self.log()}", pytrace=False)
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"livelab-api serve not ready within {timeout} s:\n{self.log()}", pytrace=False)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except Exception:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def api_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """One real API process for the session, on the session's database."""
+    server = ApiServer(database_url, tmp_path_factory.mktemp("api"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_api(database_url: str, tmp_path: Path) -> Iterator[Callable[..., ApiServer]]:
+    """start_api(LIVELAB_X="...", ...) -> an API process with those settings, for one test."""
+    started: list[ApiServer] = []
+
+    def start(**env: str) -> ApiServer:
+        server = ApiServer(database_url, tmp_path, **env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def api_key(db: Any, lab: str) -> str:
+    """A new API key scoped to this test's lab."""
+    from api import keys
+
+    key, _ = keys.create_key(db, "audit-test", [lab])
+    return key

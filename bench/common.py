@@ -1,0 +1,81 @@
+"""What the benchmarks share: logging, the broker ceiling (Mosquitto's own C clients) and
+where results go."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+# mosquitto_pub -l (2.0.11) wraps its message ids past 65,535 and then quietly disconnects
+# early (exit 0, messages lost): it is fed at most this many lines per run.
+MOSQUITTO_PUB_RUN = 50_000
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def mosquitto_pub(host: str, port: int, topic: str, lines: list[bytes]) -> None:
+    """Publish each line (ending in a newline) as one QoS 1 message, with mosquitto_pub -l."""
+    for i in range(0, len(lines), MOSQUITTO_PUB_RUN):
+        subprocess.run(
+            ["mosquitto_pub", "-h", host, "-p", str(port), "-q", "1", "-M", "1000", "-t", topic,
+             "-l"],
+            input=b"".join(lines[i : i + MOSQUITTO_PUB_RUN]),
+            check=True,
+        )  # fmt: skip
+
+
+class Subscriber:
+    """``mosquitto_sub -C n`` on a topic filter; `done_at` is when it had all n messages."""
+
+    def __init__(self, host: str, port: int, topic: str, n: int) -> None:
+        self.proc = subprocess.Popen(
+            ["mosquitto_sub", "-h", host, "-p", str(port), "-q", "1", "-t", topic, "-C", str(n)],
+            stdout=subprocess.DEVNULL,
+        )
+        self.done_at = 0.0
+        self._thread = threading.Thread(target=self._wait, daemon=True)
+        self._thread.start()
+        time.sleep(0.5)  # let the subscription settle
+
+    def _wait(self) -> None:
+        self.proc.wait()
+        self.done_at = time.monotonic()
+
+    def wait(self, timeout: float = 300) -> float:
+        self._thread.join(timeout)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            raise SystemExit("bench: the subscriber did not receive every message")
+        return self.done_at
+
+
+def broker_ceiling(host: str, port: int, lines: list[bytes]) -> float:
+    """Messages/s from mosquitto_pub to mosquitto_sub at QoS 1: the broker's own rate."""
+    n = len(lines)
+    topic = f"bench/{secrets.token_hex(4)}"
+    sub = Subscriber(host, port, topic, n)
+    started = time.monotonic()
+    mosquitto_pub(host, port, topic, lines)
+    return n / (sub.wait() - started)
+
+
+def save_result(name: str, result: dict[str, Any]) -> Path:
+    """Write bench/results/NAME-<unix time>.json and print the result as aligned lines."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{int(time.time())}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    width = max(len(key) for key in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    return path
