@@ -1,9 +1,11 @@
-"""`--record FILE.csv`: every reading published, so a test can compute expected results.
+"""`--record FILE.csv`: every reading a run sent that should be stored, so a test can compute
+expected results (and `livelab-sim replay` can send them again).
 
 Columns: ``lab,device,sensor,time,value``; `time` is RFC 3339 UTC with milliseconds. For
-form 2 and 3 messages it is the reading's own timestamp (the ``ts`` sent). For form 1 (live
-mode only) the message carries no time and ingest stores its receive time: the file then
-holds the publish time, which precedes the stored time by the transit delay.
+form 2, 3 and SenML messages it is the reading's own timestamp (the ``ts`` sent, clock skew
+included). For form 1 (live mode only) the message carries no time and ingest stores its
+receive time: the file then holds the sample time, which precedes the stored time by the
+transit delay. Duplicate copies and malformed messages are not written.
 """
 
 from __future__ import annotations

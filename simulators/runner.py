@@ -1,47 +1,61 @@
-"""The two runs of the simulator, as functions: `backfill` and `live`.
+"""The runs of the simulator, as functions: `backfill`, `live` and `replay`.
 
-Both publish through a `Publisher` (their own, or one passed in), optionally record every
-reading to CSV, stop early when the `stop` event is set (the CLI sets it on SIGINT/SIGTERM),
-log progress on the ``simulators`` logger and return a `Summary`.
+Each builds a `Stream` (what to send and when, faults included), publishes it through a
+`Publisher` (its own, or one passed in) and accounts for every message in a `Manifest`
+(what the database should hold afterwards: `livelab-sim audit` checks it). Optionally every
+reading that should be stored is written to CSV (``record``). Runs stop early when the `stop`
+event is set (the CLI sets it on SIGINT/SIGTERM): what faults still hold back is sent, every
+QoS 1 message is acknowledged, and the manifest says exactly what went out.
+
+- backfill: a historic range, as fast as the broker acknowledges, original timestamps;
+  a progress bar (count, rate, ETA) on a terminal, progress lines otherwise.
+- live: real time, each device on its own interval (optionally after backfilling history).
+- replay: a CSV file of readings (`simulators.replay`), as fast as possible or paced.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Protocol
 
-from schemas.telemetry import MAX_READINGS_PER_MESSAGE, TsFormat
 from simulators import metrics
-from simulators.demo import LabSpec, lab_spec
-from simulators.generator import DEFAULT_SEED, as_interval, count_steps, device_readings, generate
-from simulators.messages import DEFAULT_BATCH, Form, Message, pack
+from simulators.lab import Form, LabSpec
+from simulators.manifest import Manifest
 from simulators.publisher import MqttVersion, Publisher
 from simulators.record import CsvRecorder
+from simulators.scenario import DEFAULT_SCENARIO, Scenario, load_scenario
+from simulators.stream import Outgoing, Stream
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 1883
-DEFAULT_LIVE_INTERVAL = timedelta(seconds=10)
+DEFAULT_SEED = 22
+MIN_YEAR = 2000  # ingest rejects readings before 2000-01-01 (CONTRACT.md)
 
 
 @dataclass
 class Summary:
-    """What a run published. `messages`/`readings` count what was handed to the broker;
-    a run that returns normally also had every QoS 1 message acknowledged."""
+    """What a run published. `messages`/`readings` count what was handed to the broker
+    (duplicates and malformed messages included); a run that returns normally also had every
+    QoS 1 message acknowledged. `faults` counts what was injected."""
 
     label: str
     messages: int = 0
     readings: int = 0
     elapsed: float = 0.0
     stopped: bool = False  # ended early by `stop` (Ctrl-C)
+    faults: Counter[str] = field(default_factory=Counter)
     history: Summary | None = None
 
     @property
@@ -57,22 +71,55 @@ class Summary:
         )
         if self.stopped:
             text += " (stopped early)"
+        if self.faults:
+            text += "\n" + format_faults(self.faults, indent="  ")
         if self.history is not None:
             text = f"{self.history}\n{text}"
         return text
 
 
-class _Progress:
-    """Logs a progress line at most every `every` seconds."""
+_FAULT_TEXT = {
+    "drop": "readings dropped (never sent)",
+    "duplicate": "messages sent twice",
+    "out_of_order": "messages sent out of order",
+    "late": "messages sent late",
+    "malformed": "malformed messages sent",
+    "clock_skew": "devices with a skewed clock",
+    "burst": "bursts",
+    "burst_readings": "readings in bursts",
+    "offline": "times a device went offline",
+    "offline_readings": "readings not sent while offline",
+}
 
-    def __init__(self, label: str, every: float, total_readings: int | None = None) -> None:
-        self.label = label
-        self.every = every
-        self.total = total_readings
+
+def format_faults(faults: Counter[str], indent: str = "") -> str:
+    """'faults injected:' and one line per fault (malformed per kind)."""
+    lines = [f"{indent}faults injected:"]
+    for key in _FAULT_TEXT:
+        if faults.get(key):
+            line = f"{indent}  {key:<17} {faults[key]:>9}  {_FAULT_TEXT[key]}"
+            if key == "malformed":
+                kinds = sorted((k.split(":", 1)[1], n) for k, n in faults.items() if ":" in k)
+                line += " (" + ", ".join(f"{k} {n}" for k, n in kinds) + ")"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+class _Progress(Protocol):
+    def update(self, summary: Summary, readings_generated: int, outstanding: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _LogProgress:
+    """A progress line at most every `every` seconds (count, rate and, with a total, ETA)."""
+
+    def __init__(self, label: str, every: float, total: int | None) -> None:
+        self.label, self.every, self.total = label, every, total
         self.start = self.last = time.monotonic()
         self.last_messages = 0
 
-    def update(self, summary: Summary, outstanding: int) -> None:
+    def update(self, summary: Summary, readings_generated: int, outstanding: int) -> None:
         now = time.monotonic()
         if now - self.last < self.every:
             return
@@ -80,14 +127,187 @@ class _Progress:
         self.last, self.last_messages = now, summary.messages
         text = f"{self.label}: {summary.messages} messages, {summary.readings} readings"
         if self.total:
-            done = summary.readings / self.total
-            overall = summary.readings / (now - self.start)
-            eta = (self.total - summary.readings) / overall if overall > 0 else math.inf
-            text += f" of {self.total} ({done:.0%})"
-            text += f", {rate:.0f} messages/s, ETA {eta:.0f} s"
+            overall = readings_generated / (now - self.start)
+            eta = (self.total - readings_generated) / overall if overall > 0 else math.inf
+            text += (
+                f" ({readings_generated / self.total:.0%} of {self.total} readings), "
+                f"{rate:.0f} messages/s, ETA {eta:.0f} s"
+            )
         else:
             text += f", {rate:.1f} messages/s"
         log.info("%s, %d awaiting ack", text, outstanding)
+
+    def close(self) -> None:
+        pass
+
+
+class _BarProgress:
+    """A tqdm progress bar over the readings generated: count, rate, ETA."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=total,
+            desc=label,
+            unit=" readings",
+            unit_scale=True,
+            file=sys.stderr,
+            mininterval=0.5,
+            dynamic_ncols=True,
+        )
+        self.shown = 0
+        self.next_check = 0
+
+    def update(self, summary: Summary, readings_generated: int, outstanding: int) -> None:
+        if readings_generated - self.shown >= 256 or readings_generated < self.shown:
+            self.bar.update(readings_generated - self.shown)
+            self.shown = readings_generated
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def make_progress(label: str, total: int | None, mode: str | float) -> _Progress | None:
+    """`mode`: "bar" (a bar on a terminal, else lines every 5 s), seconds between lines, or
+    "off"."""
+    if mode == "off":
+        return None
+    if mode == "bar":
+        if sys.stderr.isatty():
+            return _BarProgress(label, total)
+        mode = 5.0
+    return _LogProgress(label, float(mode), total)
+
+
+class Run:
+    """Publishes streams through one publisher into one manifest (and optional record)."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        manifest: Manifest,
+        recorder: CsvRecorder | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.pub = publisher
+        self.manifest = manifest
+        self.recorder = recorder
+        self.stop = stop or threading.Event()
+
+    def send(self, message: Outgoing, summary: Summary) -> None:
+        self.pub.publish(message.topic, message.payload, qos=message.qos)
+        summary.messages += 1
+        summary.readings += len(message.readings)
+        self.manifest.messages += 1
+        self.manifest.readings += len(message.readings)
+        metrics.MESSAGES.inc()
+        metrics.READINGS.inc(len(message.readings))
+        lab = self.manifest.lab(message.lab)
+        if message.rejection:
+            lab.rejections += 1
+        elif message.expect:
+            for r in message.readings:
+                lab.add(r.device, r.sensor, r.time)
+            if self.recorder is not None:
+                self.recorder.write(message.readings)
+        if message.form == 1:
+            lab.open_end = True
+
+    def publish(
+        self,
+        stream: Stream,
+        summary: Summary,
+        *,
+        schedule: Callable[[float], float] | None = None,
+        deadline: float | None = None,
+        progress: _Progress | None = None,
+    ) -> None:
+        """Publish `stream`: at once, or when `schedule(at)` (epoch seconds) has come.
+
+        Stops at `deadline` (epoch seconds) or when `stop` is set, then sends what faults
+        still hold back. Faults injected are added to `summary.faults`.
+        """
+        began = time.monotonic()
+        try:
+            while (at := stream.next_event()) is not None:
+                if self.stop.is_set():
+                    summary.stopped = True
+                    break
+                if schedule is not None:
+                    due = schedule(at)
+                    if deadline is not None and due >= deadline:
+                        break
+                    wait = due - time.time()
+                    if wait > 0:
+                        self.pub.idle(min(wait, 0.25), self.stop)
+                        continue
+                message = stream.advance()
+                if message is not None:
+                    self.send(message, summary)
+                    if progress is not None:
+                        progress.update(summary, stream.readings, self.pub.outstanding)
+                elif schedule is None and stream.samples % 64 == 0:
+                    self.pub.poll()
+            for message in stream.drain():
+                self.send(message, summary)
+        finally:
+            if progress is not None:
+                progress.close()
+            summary.faults.update(stream.faults)
+            self.manifest.faults.update(stream.faults)
+            summary.elapsed = time.monotonic() - began
+
+
+def resolve_labs(
+    scenario: Scenario | str | None,
+    lab: str | None = None,
+    *,
+    spec: LabSpec | None = None,
+    devices: Sequence[str] | None = None,
+    sensors: Sequence[str] | None = None,
+    interval: timedelta | float | None = None,
+    form: Form | None = None,
+    qos: int | None = None,
+    batch: int | None = None,
+    faults: dict[str, Any] | None = None,
+) -> tuple[Scenario, list[LabSpec]]:
+    """The scenario and its labs to run, with the command line's choices applied.
+
+    `lab` renames the lab of a one-lab scenario, or picks one lab of a larger one.
+    ValueError (with a message for the user) for unknown labs, devices or sensors.
+    """
+    if scenario is None or isinstance(scenario, str):
+        scenario = load_scenario(scenario or DEFAULT_SCENARIO)
+    labs = list(scenario.labs) if spec is None else [spec]
+    if lab is not None:
+        if len(labs) == 1:
+            labs = [labs[0].renamed(lab)]
+        else:
+            chosen = [x for x in labs if x.name == lab]
+            if not chosen:
+                names = ", ".join(x.name for x in labs)
+                raise ValueError(
+                    f"scenario {scenario.name!r} has no lab {lab!r}; its labs: {names}"
+                )
+            labs = chosen
+    if isinstance(interval, int | float):
+        interval = timedelta(seconds=interval)
+    out = []
+    for x in labs:
+        x = x.select(devices, sensors).with_devices(
+            interval=interval, form=form, qos=qos, batch=batch
+        )
+        if faults:
+            x = _with_faults(x, faults)
+        out.append(x)
+    return scenario, out
+
+
+def _with_faults(spec: LabSpec, faults: dict[str, Any]) -> LabSpec:
+    from dataclasses import replace
+
+    return replace(spec, faults=spec.faults.with_rates(**faults))
 
 
 def _open(
@@ -111,104 +331,126 @@ def _open(
     return publisher, recorder
 
 
-def _send(
-    pub: Publisher, messages: Iterable[Message], recorder: CsvRecorder | None, summary: Summary
-) -> None:
-    for msg in messages:
-        pub.publish(msg.topic, msg.payload)
-        if recorder is not None:
-            recorder.write(msg.readings)
-        summary.messages += 1
-        summary.readings += len(msg.readings)
-        metrics.MESSAGES.inc()
-        metrics.READINGS.inc(len(msg.readings))
+def _check_range(start: datetime, end: datetime) -> None:
+    for name, t in (("start", start), ("end", end)):
+        if t.tzinfo is None or t.utcoffset() is None:
+            raise ValueError(f"{name} {t.isoformat()} has no UTC offset (naive datetime)")
+    if start >= end:
+        raise ValueError("start must be before end")
+    if start.year < MIN_YEAR:
+        raise ValueError(
+            f"start {start.isoformat()} is before {MIN_YEAR}-01-01: ingest rejects such times"
+        )
 
 
 def backfill(
-    lab: str,
+    lab: str | None,
     start: datetime,
     end: datetime,
     *,
-    interval: timedelta | float = timedelta(seconds=60),
-    seed: int = DEFAULT_SEED,
+    scenario: Scenario | str | None = None,
+    spec: LabSpec | None = None,
+    interval: timedelta | float | None = None,
+    seed: int | None = None,
     devices: Sequence[str] | None = None,
     sensors: Sequence[str] | None = None,
-    form: Form = 2,
-    batch: int = DEFAULT_BATCH,
-    ts_format: TsFormat = "rfc3339",
+    form: Form | None = None,
+    batch: int | None = None,
+    qos: int | None = None,
+    faults: dict[str, Any] | None = None,
+    ts_format: str = "rfc3339",
     publisher: Publisher | None = None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
-    qos: int = 1,
     mqtt_version: MqttVersion = "3.1.1",
     record: str | Path | CsvRecorder | None = None,
+    manifest: Manifest | None = None,
     stop: threading.Event | None = None,
-    progress_every: float = 5.0,
-    spec: LabSpec | None = None,
+    progress: str | float = 5.0,
 ) -> Summary:
-    """Publish every reading of `lab` in [start, end) at `interval`, with original times.
+    """Publish every reading of the scenario's labs in [start, end), with original times.
 
-    Form 2 (one message per device and instant) or 3 (arrays of up to `batch` readings).
-    Returns once everything is acknowledged; raises `BrokerUnreachable` if the broker cannot
-    be reached and `PublishIncomplete` if acknowledgements are missing at the end.
+    Each device keeps its own interval and form unless `interval`/`form` override them
+    (form 1 devices send form 2 here: a backfill needs the timestamps). Times are multiples
+    of the device's interval since the epoch. Returns once everything is acknowledged;
+    raises `BrokerUnreachable` if the broker cannot be reached and `PublishIncomplete` if
+    acknowledgements are missing at the end.
     """
-    if form not in (2, 3):
-        raise ValueError("backfill sends form 2 or 3: form 1 has no timestamps")
-    chosen = (spec or lab_spec(lab)).select(devices, sensors)
-    total = count_steps(start, end, interval) * sum(len(d.sensors) for d in chosen.devices)
+    if form == 1:
+        raise ValueError("backfill sends form 2, 3 or senml: form 1 has no timestamps")
+    _check_range(start, end)
+    chosen_scenario, labs = resolve_labs(
+        scenario, lab, spec=spec, devices=devices, sensors=sensors, interval=interval,
+        form=form, qos=qos, batch=batch, faults=faults,
+    )  # fmt: skip
+    seed = chosen_scenario.seed if seed is None else seed
+    manifest = manifest or Manifest(mode="backfill")
+    _describe(manifest, chosen_scenario, seed)
+    stream = Stream(
+        labs, seed=seed, start=start, end=end, ts_format=ts_format, timed_only=True,
+        stagger=False,
+    )  # fmt: skip
     summary = Summary("backfill")
     began = time.monotonic()
     with ExitStack() as stack:
-        pub, recorder = _open(stack, publisher, host, port, qos, mqtt_version, record)
-        progress = _Progress("backfill", progress_every, total)
-        messages = pack(
-            generate(lab, start, end, interval, seed, spec=chosen),
-            form=form,
-            ts_format=ts_format,
-            batch=batch,
-        )
-        for msg in messages:
-            if stop is not None and stop.is_set():
-                summary.stopped = True
-                break
-            _send(pub, (msg,), recorder, summary)
-            progress.update(summary, pub.outstanding)
-        if publisher is not None:
-            pub.wait_all()
-        # else: leaving the stack closes our publisher, which waits for every ack
+        pub, recorder = _open(stack, publisher, host, port, qos or 1, mqtt_version, record)
+        run = Run(pub, manifest, recorder, stop)
+        bar = make_progress("backfill", stream.expected_readings(), progress)
+        run.publish(stream, summary, progress=bar)
+        _finish(stack, pub, publisher, manifest)
     summary.elapsed = time.monotonic() - began
     return summary
 
 
+def _describe(manifest: Manifest, scenario: Scenario, seed: int) -> None:
+    manifest.scenario = manifest.scenario or scenario.name
+    manifest.seed = seed if manifest.seed is None else manifest.seed
+    if manifest.started_at is None:
+        manifest.started_at = datetime.now(UTC)
+
+
+def _finish(stack: ExitStack, pub: Publisher, given: Publisher | None, manifest: Manifest) -> None:
+    """Wait for every acknowledgement, then mark the manifest complete."""
+    if given is not None:
+        pub.wait_all()
+    else:
+        stack.close()  # closes our publisher: waits for every ack or raises
+    manifest.complete = True
+    manifest.finished_at = datetime.now(UTC)
+
+
 def live(
-    lab: str = "oceanhamnen",
+    lab: str | None = None,
     *,
+    scenario: Scenario | str | None = None,
+    spec: LabSpec | None = None,
     rate: float | None = None,
     interval: timedelta | float | None = None,
     history: timedelta | float | None = None,
     history_interval: timedelta | float = timedelta(seconds=60),
-    form: Form = 1,
-    ts_format: TsFormat = "rfc3339",
-    seed: int = DEFAULT_SEED,
+    form: Form | None = None,
+    batch: int | None = None,
+    qos: int | None = None,
+    faults: dict[str, Any] | None = None,
+    ts_format: str = "rfc3339",
+    seed: int | None = None,
     duration: float | None = None,
     devices: Sequence[str] | None = None,
     sensors: Sequence[str] | None = None,
     publisher: Publisher | None = None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
-    qos: int = 1,
     mqtt_version: MqttVersion = "3.1.1",
     record: str | Path | CsvRecorder | None = None,
+    manifest: Manifest | None = None,
     stop: threading.Event | None = None,
     progress_every: float = 10.0,
-    spec: LabSpec | None = None,
 ) -> Summary:
-    """Backfill `history` (form 2) up to now, then publish in real time until `stop` is set
-    or `duration` seconds have passed.
+    """Backfill `history` up to now, then publish in real time until `stop` is set or
+    `duration` seconds have passed.
 
-    Each message carries one device's readings at the moment it is sent; devices take turns.
-    The pace is `rate` messages/s in total, or one message per device every `interval`
-    (default 10 s).
+    Each device publishes on its own interval (staggered within it); `interval` sets one
+    interval for every device, `rate` a total number of messages per second instead.
     """
     if rate is not None and interval is not None:
         raise ValueError("give rate or interval, not both")
@@ -216,74 +458,127 @@ def live(
         raise ValueError(f"rate must be a positive number of messages/s, not {rate!r}")
     if duration is not None and not duration > 0:
         raise ValueError(f"duration must be positive, not {duration!r}")
-    if form not in (1, 2, 3):
-        raise ValueError(f"unknown telemetry form {form!r}; use 1, 2 or 3")
-    chosen = (spec or lab_spec(lab)).select(devices, sensors)
-    n = len(chosen.devices)
+    chosen_scenario, labs = resolve_labs(
+        scenario, lab, spec=spec, devices=devices, sensors=sensors, interval=interval,
+        form=form, qos=qos, batch=batch, faults=faults,
+    )  # fmt: skip
     if rate is not None:
-        period = 1.0 / rate
-    else:
-        period = as_interval(interval or DEFAULT_LIVE_INTERVAL).total_seconds() / n
+        n = sum(len(x.devices) for x in labs)
+        labs = [x.with_devices(interval=timedelta(seconds=n / rate)) for x in labs]
+    seed = chosen_scenario.seed if seed is None else seed
+    manifest = manifest or Manifest(mode="live")
+    _describe(manifest, chosen_scenario, seed)
     stop = stop or threading.Event()
     summary = Summary("live")
     with ExitStack() as stack:
-        pub, recorder = _open(stack, publisher, host, port, qos, mqtt_version, record)
+        pub, recorder = _open(stack, publisher, host, port, qos or 1, mqtt_version, record)
+        run = Run(pub, manifest, recorder, stop)
+        now = datetime.now(UTC)
         if history:
-            now = datetime.now(UTC)
             span = history if isinstance(history, timedelta) else timedelta(seconds=history)
             log.info("backfilling %s of history up to %s", span, now.isoformat(timespec="seconds"))
-            summary.history = backfill(
-                lab,
-                now - span,
-                now,
-                interval=history_interval,
-                seed=seed,
-                form=2,
-                ts_format=ts_format,
-                publisher=pub,
-                record=recorder,
-                stop=stop,
-                spec=chosen,
-            )
-            summary.history.label = "history"
+            past = [x.with_devices(interval=_td(history_interval)) for x in labs]
+            stream = Stream(
+                past, seed=seed, start=now - span, end=now, ts_format=ts_format,
+                timed_only=True, stagger=False,
+            )  # fmt: skip
+            summary.history = Summary("history")
+            run.publish(stream, summary.history, progress=make_progress("history", None, 5.0))
             log.info("%s", summary.history)
+        devices_n = sum(len(x.devices) for x in labs)
+        per_second = sum(1 / x.interval.total_seconds() for lab_ in labs for x in lab_.devices)
         log.info(
-            "publishing live: %d devices, %.2f messages/s (every %.1f s per device), form %d",
-            n,
-            1 / period,
-            period * n,
-            form,
+            "publishing live: %d lab(s), %d devices, about %.2f messages/s",
+            len(labs),
+            devices_n,
+            per_second,
         )
-        progress = _Progress("live", progress_every)
-        began = t0 = time.monotonic()
-        end_at = math.inf if duration is None else began + duration
-        k = 0
-        while not stop.is_set():
-            target = t0 + k * period
-            if target >= end_at:
-                stop.wait(end_at - time.monotonic())  # the run lasts the whole duration
-                break
-            delay = target - time.monotonic()
-            if delay > 0:
-                if stop.wait(min(delay, end_at - time.monotonic())):
-                    break
-            elif delay < -max(1.0, 2 * period):
-                # Fell behind (slow broker, reconnect): keep the pace instead of bursting.
-                t0 -= delay
-            now = datetime.now(UTC)
-            now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-            device = chosen.devices[k % n]
-            readings = device_readings(lab, device, now, seed)
-            _send(
-                pub,
-                pack(readings, form=form, ts_format=ts_format, batch=MAX_READINGS_PER_MESSAGE),
-                recorder,
+        stream = Stream(labs, seed=seed, start=datetime.now(UTC), end=None, ts_format=ts_format)
+        began = time.monotonic()
+        deadline = None if duration is None else time.time() + duration
+        if not stop.is_set():
+            run.publish(
+                stream,
                 summary,
+                schedule=lambda at: at,
+                deadline=deadline,
+                progress=_LogProgress("live", progress_every, None),
             )
-            k += 1
-            progress.update(summary, pub.outstanding)
         summary.stopped = stop.is_set()
+        if deadline is not None and not summary.stopped:
+            # The run lasts the whole duration, even when the last message went earlier.
+            while (left := deadline - time.time()) > 0 and not stop.is_set():
+                pub.idle(min(left, 0.25), stop)
         summary.elapsed = time.monotonic() - began
-        if publisher is not None:
-            pub.wait_all()
+        _finish(stack, pub, publisher, manifest)
+    return summary
+
+
+def _td(value: timedelta | float) -> timedelta:
+    return value if isinstance(value, timedelta) else timedelta(seconds=value)
+
+
+def replay(
+    path: str | Path,
+    *,
+    lab: str | None = None,
+    speed: float | None = None,
+    form: Form = 2,
+    batch: int = 10,
+    qos: int = 1,
+    faults: dict[str, Any] | None = None,
+    seed: int = DEFAULT_SEED,
+    ts_format: str = "rfc3339",
+    publisher: Publisher | None = None,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    mqtt_version: MqttVersion = "3.1.1",
+    record: str | Path | CsvRecorder | None = None,
+    manifest: Manifest | None = None,
+    stop: threading.Event | None = None,
+    progress: str | float = 5.0,
+) -> Summary:
+    """Publish the readings of a CSV file (see `simulators.replay`) with their own times.
+
+    `speed` None: as fast as the broker acknowledges; otherwise that many times the
+    original pace (1 = real time), starting now. `lab` replaces the file's lab column.
+    Raises `ReplayError` for a file that cannot be replayed.
+    """
+    from simulators.faults import Faults
+    from simulators.replay import ReplayStream, read_readings
+
+    if speed is not None and not (speed > 0 and math.isfinite(speed)):
+        raise ValueError(f"speed must be a positive factor, not {speed!r}")
+    frame, repeats = read_readings(path, lab)
+    if repeats:
+        log.warning(
+            "%s: %d row(s) repeat a (lab, device, sensor, time) already in the file; "
+            "each is sent once, with its first value",
+            path,
+            repeats,
+        )
+    stream = ReplayStream(
+        frame, seed=seed, form=form, qos=qos, batch=batch,
+        faults=Faults().with_rates(**faults) if faults else None, ts_format=ts_format,
+    )  # fmt: skip
+    manifest = manifest or Manifest(mode="replay")
+    manifest.scenario = manifest.scenario or f"replay of {Path(path).name}"
+    manifest.seed = seed
+    manifest.started_at = manifest.started_at or datetime.now(UTC)
+    summary = Summary("replay")
+    schedule = None
+    if speed is not None:
+        t0, wall0 = frame["ms"].iloc[0] / 1000, time.time()
+
+        def schedule(at: float) -> float:
+            return wall0 + (at - t0) / speed
+
+    began = time.monotonic()
+    with ExitStack() as stack:
+        pub, recorder = _open(stack, publisher, host, port, qos, mqtt_version, record)
+        run = Run(pub, manifest, recorder, stop)
+        bar = make_progress("replay", stream.expected_readings(), progress)
+        run.publish(stream, summary, schedule=schedule, progress=bar)
+        _finish(stack, pub, publisher, manifest)
+    summary.elapsed = time.monotonic() - began
     return summary

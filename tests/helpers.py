@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -215,3 +217,10 @@ class DroppingProxy:
         self.server.close()
         for s in self.every:
             s.close()
+
+
+def run_sim(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """`livelab-sim ARGS` in a subprocess (this interpreter), output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "simulators", *args], capture_output=True, text=True, timeout=timeout
+    )

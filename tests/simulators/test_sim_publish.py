@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
+import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,19 +18,10 @@ from typing import Any
 import pytest
 
 from simulators import OCEANHAMNEN, BrokerUnreachable, Publisher, backfill, generate, live
-from tests.helpers import free_port
+from tests.helpers import DroppingProxy, free_port, run_sim
 
 START = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
 N_DEVICES = len(OCEANHAMNEN.devices)
-
-
-def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "simulators", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def broker_args(mqtt_broker: tuple[str, int]) -> list[str]:
@@ -48,8 +38,9 @@ def test_backfill_api_publishes_what_it_records(
     record = tmp_path / "readings.csv"
     end = START + timedelta(minutes=10)
     summary = backfill(
-        lab, START, end, interval=60, host=mqtt_broker[0], port=mqtt_broker[1], record=record
-    )
+        lab, START, end, interval=60, form=2, host=mqtt_broker[0], port=mqtt_broker[1],
+        record=record,
+    )  # fmt: skip
     assert summary.messages == 10 * N_DEVICES
     assert collector.wait_for(summary.messages) == summary.messages
     topics = Counter(topic for topic, _ in collector.messages)
@@ -86,10 +77,11 @@ def test_backfill_form3_batches(
         record=record,
     )
     assert summary.readings == 60 * 5
-    # aq-01: 240 readings in 50s (4 per instant, so 48 per message) -> 5; energy-01: 60 -> 2
-    assert summary.messages == 7
+    # 60 instants of each device, at most 50 instants per message: 2 messages per device
+    assert summary.messages == 4
     collector.wait_for(summary.messages)
-    assert len(collector.messages) == 7
+    assert len(collector.messages) == 4
+    assert [len(json.loads(p)) for _, p in collector.messages] == [50, 50, 10, 10]
     assert sorted(collector.rows()) == sorted(read_csv(record))
 
 
@@ -101,7 +93,7 @@ def test_backfill_cli(
     tmp_path: Path,
 ) -> None:
     record = tmp_path / "cli.csv"
-    proc = run_cli(
+    proc = run_sim(
         "backfill",
         "--lab", lab,
         "--start", "2026-06-01T08:00:00+02:00",
@@ -114,8 +106,10 @@ def test_backfill_cli(
         *broker_args(mqtt_broker),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"published 36 messages \(96 readings\)", proc.stdout), proc.stdout
-    assert collector.wait_for(36) == 36
+    # aq-02 and parking-01 (form 1 in the scenario, form 2 in a backfill): a message per
+    # instant; sea-01 batches 3 instants per message (form 3): 12 + 12 + 4
+    assert re.search(r"published 28 messages \(96 readings\)", proc.stdout), proc.stdout
+    assert collector.wait_for(28) == 28
     assert {t.split("/")[2] for t, _ in collector.messages} == {"aq-02", "sea-01", "parking-01"}
     recorded = read_csv(record)
     assert sorted(collector.rows()) == sorted(recorded)
@@ -123,7 +117,9 @@ def test_backfill_cli(
     expected = generate(
         lab, START, START + timedelta(hours=1), 300, 22, ["aq-02", "sea-01", "parking-01"]
     )
-    assert recorded == [(r.lab, r.device, r.sensor, r.time, float(r.value)) for r in expected]
+    assert sorted(recorded) == sorted(
+        (r.lab, r.device, r.sensor, r.time, float(r.value)) for r in expected
+    )
 
 
 def test_live_cli_publishes_at_about_the_requested_rate(
@@ -134,8 +130,9 @@ def test_live_cli_publishes_at_about_the_requested_rate(
     tmp_path: Path,
 ) -> None:
     record = tmp_path / "live.csv"
-    proc = run_cli(
-        "live", "--lab", lab, "--duration", "2", "--rate", "20", "--record", str(record),
+    proc = run_sim(
+        "live", "--lab", lab, "--duration", "2", "--rate", "20", "--form", "1",
+        "--record", str(record),
         *broker_args(mqtt_broker),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -188,7 +185,7 @@ def test_live_api_history_then_live_until_stopped(
 
 def test_unreachable_broker_exits_1_with_a_clear_message() -> None:
     port = free_port()
-    proc = run_cli("backfill", "--start", "now-1h", "--end", "now", "--mqtt-port", str(port))
+    proc = run_sim("backfill", "--start", "now-1h", "--end", "now", "--mqtt-port", str(port))
     assert proc.returncode == 1
     assert f"cannot connect to MQTT broker at 127.0.0.1:{port}" in proc.stderr
     with pytest.raises(BrokerUnreachable, match=f"127.0.0.1:{port}"), Publisher(port=port):
@@ -214,16 +211,16 @@ def test_unreachable_broker_exits_1_with_a_clear_message() -> None:
     ],
 )
 def test_usage_errors_exit_2(args: list[str]) -> None:
-    proc = run_cli(*args)
+    proc = run_sim(*args)
     assert proc.returncode == 2, proc.stderr
     assert "usage:" in proc.stderr
 
 
 def test_help_and_devices() -> None:
     for cmd in ([], ["live"], ["backfill"]):
-        proc = run_cli(*cmd, "--help")
+        proc = run_sim(*cmd, "--help")
         assert proc.returncode == 0 and "usage: livelab-sim" in proc.stdout
-    proc = run_cli("devices")
+    proc = run_sim("devices")
     assert proc.returncode == 0
     assert all(d in proc.stdout for d in OCEANHAMNEN.device_names)
 
@@ -244,55 +241,6 @@ def test_sigint_stops_live_cleanly(mqtt_broker: tuple[str, int], lab: str) -> No
     assert "SIGINT: stopping" in err
 
 
-class _DroppingProxy:
-    """A TCP proxy to the broker whose connections can be cut, like a broker restart."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        self.every: list[socket.socket] = []
-        self.accepted = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.conns += [client, upstream]
-            self.every += [client, upstream]
-            self.accepted += 1
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        for s in self.conns:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-        self.conns = []
-
-    def close(self) -> None:
-        self.cut()
-        self.server.close()
-        for s in self.every:
-            s.close()
-
-
 def test_backfill_survives_a_dropped_connection(
     mqtt_broker: tuple[str, int],
     lab: str,
@@ -300,7 +248,7 @@ def test_backfill_survives_a_dropped_connection(
     read_csv: Any,
     tmp_path: Path,
 ) -> None:
-    proxy = _DroppingProxy(mqtt_broker)
+    proxy = DroppingProxy(mqtt_broker)
     record = tmp_path / "readings.csv"
     result: dict[str, Any] = {}
 

@@ -1,0 +1,359 @@
+"""Scenario files: the labs, devices and sensors a simulator run publishes, and its faults.
+
+A scenario is a TOML file (the built-in ones are in ``simulators/scenarios/``)::
+
+    [scenario]
+    name = "my-pilot"
+    seed = 22                     # same seed, same readings
+
+    [defaults]                    # for every device unless it says otherwise
+    interval = "60s"              # publish interval (90s, 15m, 1h30m, or a number of seconds)
+    form = 2                      # 1, 2, 3 (telemetry forms of CONTRACT.md) or "senml"
+    qos = 1
+    batch = 10                    # form 3: instants per message
+
+    [faults]                      # rates; all 0 (off) by default. See simulators/faults.py
+    duplicate = 0.01
+
+    [[labs]]
+    name = "oceanhamnen"
+
+    [[labs.devices]]
+    name = "aq-{i:02d}"           # with count > 1, {i} is 1..count: aq-01, aq-02, ...
+    count = 3
+    interval = "30s"
+    sensors = [
+      { name = "no2", model = "no2" },
+      { name = "battery_v", model = "battery", cycle_days = 14 },
+    ]
+
+Sensor models and their parameters are those of `simulators.models` (`MODELS` below maps
+the names); every model takes ``unit`` and ``decimals`` too. A lab may override the
+scenario's ``[faults]`` with its own ``faults`` table.
+
+`load_scenario(path_or_name)` validates and raises `ScenarioError`, whose message names the
+file, the place in it (``labs[0].devices[2].sensors[1].model``) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from schemas.names import DEVICE_RE, LAB_RE, SENSOR_RE
+from schemas.telemetry import MAX_READINGS_PER_MESSAGE
+from simulators.demo import Device, LabSpec
+from simulators.durations import Duration
+from simulators.errors import SimulatorError
+from simulators.faults import Faults
+from simulators.models import (
+    NO2,
+    PM25,
+    Battery,
+    EnergyCounter,
+    Humidity,
+    Occupancy,
+    SeaLevel,
+    SensorModel,
+    SoundLevel,
+    Temperature,
+)
+
+BUILTIN_DIR = Path(__file__).parent / "scenarios"
+DEFAULT_SCENARIO = "oceanhamnen"
+MAX_DEVICES = 100_000
+
+MODELS: dict[str, type[SensorModel]] = {
+    "temperature": Temperature,
+    "humidity": Humidity,
+    "no2": NO2,
+    "pm25": PM25,
+    "sound_level": SoundLevel,
+    "sea_level": SeaLevel,
+    "energy_counter": EnergyCounter,
+    "occupancy": Occupancy,
+    "battery": Battery,
+}
+
+
+class ScenarioError(SimulatorError):
+    """A scenario file that cannot be read or does not validate."""
+
+
+FormSetting = Literal[1, 2, 3, "senml"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SensorConfig(BaseModel):
+    """One sensor: its name, model and the model's parameters (any other key)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    model: str
+
+    @field_validator("name")
+    @classmethod
+    def _sensor_name(cls, value: str) -> str:
+        if not SENSOR_RE.fullmatch(value):
+            raise ValueError(
+                f"sensor name {value!r}: 1-128 of A-Z a-z 0-9 _ - . : /, first a letter or digit"
+            )
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; known: {', '.join(sorted(MODELS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_params(self) -> SensorConfig:
+        params = dict(self.model_extra or {})
+        known = {f.name for f in dataclasses.fields(MODELS[self.model])} - {"name"}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(
+                f"model {self.model!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters: {', '.join(sorted(known))}"
+            )
+        try:
+            self.build()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad parameters for model {self.model!r}: {exc}") from None
+        return self
+
+    def build(self) -> SensorModel:
+        model_cls = MODELS[self.model]
+        params = dict(self.model_extra or {})
+        types = {f.name: f.type for f in dataclasses.fields(model_cls)}
+        for key, value in params.items():
+            expected = str(types[key])
+            if isinstance(value, bool) or (
+                expected in ("float", "int") and not isinstance(value, int | float)
+            ):
+                raise ValueError(f"{key} must be a number, not {value!r}")
+            if expected == "str" and not isinstance(value, str):
+                raise ValueError(f"{key} must be text, not {value!r}")
+            if expected == "int" and value != int(value):
+                raise ValueError(f"{key} must be a whole number, not {value!r}")
+        return model_cls(name=self.name, **params)
+
+
+class DeviceDefaults(_Strict):
+    interval: Duration = timedelta(seconds=60)
+    form: FormSetting = 2
+    qos: Literal[0, 1] = 1
+    batch: int = Field(default=10, ge=1, le=MAX_READINGS_PER_MESSAGE)
+
+
+class DeviceConfig(_Strict):
+    name: str
+    count: int = Field(default=1, ge=1, le=MAX_DEVICES)
+    kind: str = ""
+    description: str = ""
+    interval: Duration | None = None
+    form: FormSetting | None = None
+    qos: Literal[0, 1] | None = None
+    batch: int | None = Field(default=None, ge=1, le=MAX_READINGS_PER_MESSAGE)
+    sensors: list[SensorConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names(self) -> DeviceConfig:
+        if self.count > 1 and "{i" not in self.name:
+            raise ValueError(
+                f"count = {self.count} needs a name with {{i}} in it, e.g. '{self.name}-{{i:03d}}'"
+            )
+        for name in (self.device_name(1), self.device_name(self.count)):
+            if not DEVICE_RE.fullmatch(name):
+                raise ValueError(
+                    f"device name {name!r}: 1-64 of a-z 0-9 _ -, first a letter or digit"
+                )
+        seen = [s.name for s in self.sensors]
+        dup = sorted({n for n in seen if seen.count(n) > 1})
+        if dup:
+            raise ValueError(f"sensor {', '.join(dup)} appears twice")
+        return self
+
+    def device_name(self, i: int) -> str:
+        if self.count == 1 and "{i" not in self.name:
+            return self.name
+        try:
+            return self.name.format(i=i)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"device name {self.name!r}: bad {{i}} template ({exc})") from None
+
+
+class LabConfig(_Strict):
+    name: str
+    description: str = ""
+    faults: Faults | None = None
+    devices: list[DeviceConfig] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _lab_name(cls, value: str) -> str:
+        if not LAB_RE.fullmatch(value):
+            raise ValueError(f"lab name {value!r}: 1-64 of a-z 0-9 _ -, first a letter or digit")
+        return value
+
+
+class ScenarioMeta(_Strict):
+    name: str = ""
+    description: str = ""
+    seed: int = 22
+
+
+class ScenarioFile(_Strict):
+    scenario: ScenarioMeta = ScenarioMeta()
+    defaults: DeviceDefaults = DeviceDefaults()
+    faults: Faults = Faults()
+    labs: list[LabConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ScenarioFile:
+        labs = [lab.name for lab in self.labs]
+        dup = sorted({n for n in labs if labs.count(n) > 1})
+        if dup:
+            raise ValueError(f"lab {', '.join(dup)} appears twice")
+        total = sum(d.count for lab in self.labs for d in lab.devices)
+        if total > MAX_DEVICES:
+            raise ValueError(f"{total} devices in all; at most {MAX_DEVICES} per scenario")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A validated scenario: labs of devices (`LabSpec`), the seed and where it came from."""
+
+    name: str
+    description: str
+    seed: int
+    labs: tuple[LabSpec, ...]
+    source: str
+
+    @property
+    def devices(self) -> int:
+        return sum(len(lab.devices) for lab in self.labs)
+
+    @property
+    def series(self) -> int:
+        return sum(len(d.sensors) for lab in self.labs for d in lab.devices)
+
+    def lab(self, name: str) -> LabSpec:
+        for lab in self.labs:
+            if lab.name == name:
+                return lab
+        raise KeyError(name)
+
+    def replace_labs(self, labs: tuple[LabSpec, ...]) -> Scenario:
+        return dataclasses.replace(self, labs=labs)
+
+
+def _build(config: ScenarioFile, source: str) -> Scenario:
+    d = config.defaults
+    labs = []
+    for lab in config.labs:
+        devices: list[Device] = []
+        for dev in lab.devices:
+            sensors = tuple(s.build() for s in dev.sensors)
+            for i in range(1, dev.count + 1):
+                devices.append(
+                    Device(
+                        name=dev.device_name(i),
+                        kind=dev.kind,
+                        description=dev.description,
+                        sensors=sensors,
+                        interval=dev.interval or d.interval,
+                        form=dev.form if dev.form is not None else d.form,
+                        qos=dev.qos if dev.qos is not None else d.qos,
+                        batch=dev.batch or d.batch,
+                    )
+                )
+        names = [x.name for x in devices]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ScenarioError(
+                f"{source}: lab {lab.name!r}: device {', '.join(dup[:5])} appears twice"
+            )
+        labs.append(
+            LabSpec(
+                name=lab.name,
+                description=lab.description,
+                devices=tuple(devices),
+                faults=lab.faults or config.faults,
+            )
+        )
+    meta = config.scenario
+    return Scenario(
+        name=meta.name or Path(source).stem,
+        description=meta.description,
+        seed=meta.seed,
+        labs=tuple(labs),
+        source=source,
+    )
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    """A scenario from parsed TOML; ScenarioError lists every problem with its place."""
+    try:
+        config = ScenarioFile.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif err["type"] == "literal_error":
+                msg = f"{msg}, not {err['input']!r}"
+            problems.append(f"  {_where(err['loc']) or '(top level)'}: {msg}")
+        raise ScenarioError(f"{source}: invalid scenario:\n" + "\n".join(problems)) from None
+    return _build(config, source)
+
+
+def builtin_scenarios() -> dict[str, Path]:
+    """The scenarios shipped with livelab-sim, by name."""
+    return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.toml"))}
+
+
+def load_scenario(name_or_path: str | Path = DEFAULT_SCENARIO) -> Scenario:
+    """A built-in scenario by name, or a TOML file by path."""
+    path = Path(name_or_path)
+    builtin = builtin_scenarios()
+    if str(name_or_path) in builtin and not path.exists():
+        path = builtin[str(name_or_path)]
+    elif not path.exists():
+        raise ScenarioError(
+            f"{name_or_path}: no such file, nor a built-in scenario "
+            f"({', '.join(builtin) or 'none'})"
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc}") from None
+    return parse_scenario(data, str(path))
