@@ -13,6 +13,7 @@ import itertools
 import json
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from schemas.names import SENSOR_RE
@@ -20,6 +21,7 @@ from schemas.times import from_epoch_ms, parse_rfc3339
 from simulators import backfill, generate
 from simulators.faults import MALFORMED_KINDS
 from simulators.manifest import Manifest
+from tests.helpers import run_sim
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
 END = START + timedelta(hours=12)
@@ -143,3 +145,26 @@ def test_every_fault_shows_in_the_published_messages(
     unskewed = {(d, s, t) for d, s, t in clean if d not in skewed}
     assert len(unskewed - got) >= 1 and f["drop"] > 0
     assert sum(manifest.labs[lab].series.values()) == sum(len(set(rows)) for rows in seen.values())
+
+
+def test_same_scenario_and_seed_send_the_same_run_in_another_process(
+    mqtt_broker: tuple[str, int], lab: str, tmp_path: Path
+) -> None:
+    """Two processes, the rehearsal scenario (every fault on): the same readings recorded,
+    the same faults injected; another seed changes both."""
+
+    def run(name: str, seed: str) -> tuple[str, dict[str, Any]]:
+        record, manifest = tmp_path / f"{name}.csv", tmp_path / f"{name}.json"
+        proc = run_sim(
+            "backfill", "--scenario", "rehearsal", "--lab", lab, "--seed", seed, "-q",
+            "--start", "2026-06-01T00:00:00Z", "--end", "2026-06-01T06:00:00Z",
+            "--record", str(record), "--manifest", str(manifest),
+            "--mqtt-host", mqtt_broker[0], "--mqtt-port", str(mqtt_broker[1]),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return record.read_text(), Manifest.load(manifest).to_json()
+
+    first, again, other = run("a", "7"), run("b", "7"), run("c", "8")
+    assert first[0] == again[0] and first[1]["faults"] == again[1]["faults"]
+    assert first[1]["labs"] == again[1]["labs"] and first[1]["faults"]["malformed"] > 0
+    assert first[0] != other[0] and first[1]["faults"] != other[1]["faults"]
