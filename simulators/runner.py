@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -147,6 +148,12 @@ class _BarProgress:
     def __init__(self, label: str, total: int | None) -> None:
         from tqdm import tqdm
 
+        try:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns
+        except OSError:
+            width = 0
+        # A terminal that reports no size (a pty without one) would hide tqdm's bar.
+        sized = width > 0
         self.bar = tqdm(
             total=total,
             desc=label,
@@ -154,7 +161,9 @@ class _BarProgress:
             unit_scale=True,
             file=sys.stderr,
             mininterval=0.5,
-            dynamic_ncols=True,
+            dynamic_ncols=sized,
+            ncols=None if sized else 100,
+            nrows=None if sized else 24,
         )
         self.shown = 0
         self.next_check = 0

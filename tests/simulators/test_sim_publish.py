@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
 import re
 import signal
 import subprocess
@@ -310,3 +313,30 @@ def test_live_serves_prometheus_metrics(mqtt_broker, lab) -> None:
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "live: published" in out.decode()
+
+
+def test_backfill_shows_a_progress_bar_with_rate_and_eta_on_a_terminal(
+    mqtt_broker: tuple[str, int], lab: str
+) -> None:
+    main, child = pty.openpty()  # stderr is a terminal (one that reports no size, too)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators", "backfill", "--lab", lab,
+         "--start", "2026-01-01T00:00:00Z", "--end", "2026-01-03T00:00:00Z",
+         *broker_args(mqtt_broker)],
+        stdout=subprocess.PIPE, stderr=child, text=True,
+    )  # fmt: skip
+    os.close(child)
+    seen = b""
+    with contextlib.suppress(OSError):  # EIO once the process closed the terminal
+        while chunk := os.read(main, 65536):
+            seen += chunk
+    os.close(main)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    bars = seen.decode(errors="replace").split("\r")
+    # "backfill:  28%|███▏      | 18.8k/67.6k [00:00<00:01, 37.3k readings/s]"
+    assert any(
+        re.search(r"backfill: +\d+%\|.*\| [\d.]+k?/67\.6k \[[\d:]+<[\d:?]+", b) for b in bars
+    )
+    assert any("readings/s]" in b for b in bars)
+    assert "published" in out
