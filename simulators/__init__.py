@@ -10,7 +10,7 @@ Modules, one idea each:
 - `stream`: `Stream`, the messages of a lab in time order, faults injected and accounted.
 - `replay`: `ReplayStream`, the same from a CSV file of readings.
 - `generator`: `generate(...)`, the readings of a lab over a time range (no faults).
-- `messages`: readings packed into telemetry messages (forms 1, 2, 3).
+- `messages`: a device's readings as payloads (forms 1, 2, 3 and SenML).
 - `publisher`: `Publisher`, paho-mqtt with flow control, waiting for every acknowledgement.
 - `manifest`: `Manifest`, what a run sent; `audit` compares it with what the API holds.
 - `loadgen`: the multi-process load generator.
@@ -24,7 +24,6 @@ from simulators.errors import BrokerUnreachable, PublishIncomplete, SimulatorErr
 from simulators.faults import Faults
 from simulators.generator import DEFAULT_SEED, generate, time_grid
 from simulators.manifest import Manifest
-from simulators.messages import Message, pack
 from simulators.models import Reading
 from simulators.publisher import Publisher
 from simulators.record import CsvRecorder, read_records
@@ -41,7 +40,6 @@ __all__ = [
     "Faults",
     "LabSpec",
     "Manifest",
-    "Message",
     "PublishIncomplete",
     "Publisher",
     "Reading",
@@ -55,7 +53,6 @@ __all__ = [
     "lab_spec",
     "live",
     "load_scenario",
-    "pack",
     "read_records",
     "replay",
     "time_grid",

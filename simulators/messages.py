@@ -1,109 +1,82 @@
-"""Readings packed into MQTT messages in the telemetry forms of `schemas.telemetry`.
+"""A device's readings as the payloads of CONTRACT.md, built with `schemas.telemetry`.
 
-- form 1: one message per (device, time): ``{"no2": 17.4, ...}``; ingest stamps it with its
-  receive time, so only live mode uses it (the reading's time is then the publish time).
-- form 2: one message per (device, time): ``{"ts": T, "values": {...}}``.
-- form 3: per device, an array of form 2 objects holding up to `batch` readings, and never
-  more than `MAX_PAYLOAD_BYTES` (a batch is cut early when its JSON would be larger).
+- form 1: ``{"no2": 17.4, ...}``, values only; ingest stamps them with its receive time.
+- form 2: ``{"ts": T, "values": {...}}``, one instant.
+- form 3: a JSON array of form 2 objects, filled by `Batch` up to the device's batch size
+  and never past `MAX_READINGS_PER_MESSAGE` readings or `MAX_PAYLOAD_BYTES` (a batch that
+  would be larger is sent early).
+- SenML: ``[{"bt": seconds, "n": sensor, "u": unit, "v": value}, {"n": ..., ...}]``.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator
-from typing import Literal, NamedTuple, TypeAlias
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
-from schemas.names import topic_for
 from schemas.telemetry import (
     MAX_PAYLOAD_BYTES,
     MAX_READINGS_PER_MESSAGE,
     TsFormat,
     encode,
+    epoch_ms,
     now_values,
     timed_values,
 )
 from simulators.models import Reading
 
-Form: TypeAlias = Literal[1, 2, 3]
-DEFAULT_BATCH = 1000
+
+def instant(
+    readings: Sequence[Reading], form: Literal[1, 2], ts_format: TsFormat = "rfc3339"
+) -> bytes:
+    """One instant of one device as a form 1 or form 2 payload."""
+    values = {r.sensor: r.value for r in readings}
+    if form == 1:
+        return encode(now_values(values))
+    return encode(timed_values(readings[0].time, values, ts_format=ts_format))
 
 
-class Message(NamedTuple):
-    """An MQTT message to publish and the readings it carries."""
-
-    topic: str
-    payload: bytes
-    readings: tuple[Reading, ...]
-
-
-def _groups(readings: Iterable[Reading]) -> Iterator[tuple[Reading, ...]]:
-    """Runs of readings of the same (lab, device, time), as `generate` yields them."""
-    for _, group in itertools.groupby(readings, key=lambda r: (r.lab, r.device, r.time)):
-        yield tuple(group)
+def senml(readings: Sequence[Reading], units: Mapping[str, str]) -> bytes:
+    """One instant of one device as a SenML pack (the unit where the sensor has one)."""
+    records: list[dict[str, Any]] = []
+    for r in readings:
+        record: dict[str, Any] = {"n": r.sensor, "v": r.value}
+        if r.sensor in units:
+            record["u"] = units[r.sensor]
+        records.append(record)
+    records[0] = {"bt": epoch_ms(readings[0].time) / 1000, **records[0]}
+    return encode(records)
 
 
-def pack(
-    readings: Iterable[Reading],
-    *,
-    form: Form = 2,
-    ts_format: TsFormat = "rfc3339",
-    batch: int = DEFAULT_BATCH,
-) -> Iterator[Message]:
-    """The messages that carry `readings`, in order (form 3: in order per device)."""
-    if form not in (1, 2, 3):
-        raise ValueError(f"unknown telemetry form {form!r}; use 1, 2 or 3")
-    if not 1 <= batch <= MAX_READINGS_PER_MESSAGE:
-        raise ValueError(f"batch must be 1..{MAX_READINGS_PER_MESSAGE} readings, not {batch}")
-    if form == 3:
-        yield from _pack_batches(readings, ts_format, batch)
-        return
-    for group in _groups(readings):
-        first = group[0]
-        values = {r.sensor: r.value for r in group}
-        obj = (
-            now_values(values)
-            if form == 1
-            else timed_values(first.time, values, ts_format=ts_format)
-        )
-        yield Message(topic_for(first.lab, first.device), encode(obj), group)
+class Batch:
+    """A form 3 message being filled: form 2 objects, one per instant."""
 
-
-class _Batch:
-    __slots__ = ("parts", "readings", "size")
+    __slots__ = ("instants", "parts", "readings", "size")
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
         self.readings: list[Reading] = []
+        self.instants = 0
         self.size = 2  # the brackets
 
-    def message(self, topic: str) -> Message:
-        return Message(topic, b"[" + b",".join(self.parts) + b"]", tuple(self.readings))
+    def __bool__(self) -> bool:
+        return bool(self.parts)
 
+    def fits(self, part: bytes, readings: int) -> bool:
+        """Whether one more instant keeps the message within the contract's limits."""
+        return not self.parts or (
+            len(self.readings) + readings <= MAX_READINGS_PER_MESSAGE
+            and self.size + 1 + len(part) <= MAX_PAYLOAD_BYTES
+        )
 
-def _pack_batches(
-    readings: Iterable[Reading], ts_format: TsFormat, batch: int
-) -> Iterator[Message]:
-    pending: dict[str, _Batch] = {}  # topic -> the batch being filled
-    for group in _groups(readings):
-        first = group[0]
-        topic = topic_for(first.lab, first.device)
-        # One form 2 object per instant; a group larger than `batch` is split across objects.
-        for start in range(0, len(group), batch):
-            chunk = group[start : start + batch]
-            part = encode(
-                timed_values(first.time, {r.sensor: r.value for r in chunk}, ts_format=ts_format)
-            )
-            current = pending.get(topic)
-            if current is not None and (
-                len(current.readings) + len(chunk) > batch
-                or current.size + 1 + len(part) > MAX_PAYLOAD_BYTES
-            ):
-                yield current.message(topic)
-                current = None
-            if current is None:
-                current = pending[topic] = _Batch()
-            current.parts.append(part)
-            current.readings.extend(chunk)
-            current.size += len(part) + (1 if len(current.parts) > 1 else 0)
-    for topic, rest in pending.items():
-        yield rest.message(topic)
+    def add(self, part: bytes, readings: Sequence[Reading]) -> None:
+        self.size += len(part) + (1 if self.parts else 0)
+        self.parts.append(part)
+        self.readings.extend(readings)
+        self.instants += 1
+
+    def take(self) -> tuple[bytes, tuple[Reading, ...]]:
+        """The payload and its readings; the batch starts empty again."""
+        payload = b"[" + b",".join(self.parts) + b"]"
+        readings = tuple(self.readings)
+        self.parts, self.readings, self.instants, self.size = [], [], 0, 2
+        return payload, readings

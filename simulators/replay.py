@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.names import DEVICE_RE, LAB_RE, SENSOR_RE
-from schemas.telemetry import from_ms
+from schemas.telemetry import TsFormat, from_ms
 from simulators.faults import Faults
 from simulators.lab import Device, Form, LabSpec
 from simulators.models import Reading
@@ -123,7 +123,7 @@ class ReplayStream(Stream):
         qos: int = 1,
         batch: int = 10,
         faults: Faults | None = None,
-        ts_format: str = "rfc3339",
+        ts_format: TsFormat = "rfc3339",
     ) -> None:
         if form == 1:
             raise ValueError("replay sends form 2, 3 or senml: form 1 would lose the times")
@@ -176,9 +176,6 @@ class ReplayStream(Stream):
 
     def expected_readings(self) -> int | None:
         return self._rows
-
-    def expected_samples(self) -> int | None:
-        return None
 
     def next_sample_at(self) -> float | None:
         return None if self._peek is None else self._peek[0] / 1000

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from schemas.telemetry import TsFormat
 from simulators import metrics
 from simulators.lab import Form, LabSpec
 from simulators.manifest import Manifest
@@ -367,7 +368,7 @@ def backfill(
     batch: int | None = None,
     qos: int | None = None,
     faults: dict[str, Any] | None = None,
-    ts_format: str = "rfc3339",
+    ts_format: TsFormat = "rfc3339",
     publisher: Publisher | None = None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
@@ -441,7 +442,7 @@ def live(
     batch: int | None = None,
     qos: int | None = None,
     faults: dict[str, Any] | None = None,
-    ts_format: str = "rfc3339",
+    ts_format: TsFormat = "rfc3339",
     seed: int | None = None,
     duration: float | None = None,
     devices: Sequence[str] | None = None,
@@ -537,7 +538,7 @@ def replay(
     qos: int = 1,
     faults: dict[str, Any] | None = None,
     seed: int = DEFAULT_SEED,
-    ts_format: str = "rfc3339",
+    ts_format: TsFormat = "rfc3339",
     publisher: Publisher | None = None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,

@@ -21,7 +21,6 @@ database (`expect`, the first copy of a valid message) or that it should become 
 from __future__ import annotations
 
 import heapq
-import json
 import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -29,7 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from schemas.names import topic_for
-from schemas.telemetry import epoch_ms, format_ts, from_ms
+from schemas.telemetry import TsFormat, epoch_ms, from_ms
+from simulators import messages
 from simulators.faults import malformed_message
 from simulators.lab import Device, Form, LabSpec
 from simulators.models import Reading, uniform
@@ -61,20 +61,17 @@ class _DeviceState:
     rng: random.Random
     skew_ms: int = 0
     offline_until_ms: int = -(2**62)
-    pending: list[tuple[int, tuple[Reading, ...]]] = field(default_factory=list)  # form 3
-    sensor_names: tuple[str, ...] = ()
-
-
-def _encode(obj: object) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    batch: messages.Batch = field(default_factory=messages.Batch)  # form 3: being filled
+    last_ms: int = 0  # the latest instant put in `batch`
 
 
 class Stream:
     """The messages of `labs` for samples in [start, end) (end None: unbounded).
 
     ``timed_only`` sends form 1 devices as form 2 (backfill and history: a form 1 message
-    would be stamped with the receive time, not the sample's). ``phase``: stagger devices
-    within their interval (default) or align every device to the epoch grid.
+    would be stamped with the receive time, not the sample's). ``stagger``: spread devices
+    within their interval by a fixed phase each (default), or align every device to the
+    epoch grid.
     """
 
     def __init__(
@@ -84,7 +81,7 @@ class Stream:
         seed: int,
         start: datetime,
         end: datetime | None,
-        ts_format: str = "rfc3339",
+        ts_format: TsFormat = "rfc3339",
         timed_only: bool = False,
         stagger: bool = True,
     ) -> None:
@@ -111,7 +108,6 @@ class Stream:
                     interval_ms=max(1, round(device.interval / _MS)),
                     form=form,
                     rng=random.Random(f"{seed}\x1f{lab.name}\x1f{device.name}\x1ffaults"),
-                    sensor_names=device.sensor_names,
                 )
                 faults = lab.faults
                 if faults.clock_skew and state.rng.random() < faults.clock_skew:
@@ -130,25 +126,20 @@ class Stream:
     def _first_at_or_after(start_ms: int, step: int, phase: int) -> int:
         return -(-(start_ms - phase) // step) * step + phase
 
-    def expected_samples(self) -> int | None:
-        """Samples in [start, end) before faults (None when unbounded), for a progress bar."""
-        return self._expected[0]
-
     def expected_readings(self) -> int | None:
-        """Readings in [start, end) before faults (None when unbounded)."""
-        return self._expected[1]
+        """Readings in [start, end) before faults (None when unbounded), for progress."""
+        return self._expected
 
-    def _count_expected(self) -> tuple[int | None, int | None]:
+    def _count_expected(self) -> int | None:
         if self._end_ms is None:
-            return None, None
-        samples = readings = 0
+            return None
+        readings = 0
         for first, i in self._due:
             state = self._devices[i]
             if first < self._end_ms:
                 n = -(-(self._end_ms - first) // state.interval_ms)
-                samples += n
                 readings += n * len(state.device.sensors)
-        return samples, readings
+        return readings
 
     # -- the stream --
 
@@ -196,8 +187,8 @@ class Stream:
     def drain(self) -> Iterator[Outgoing]:
         """Everything still held back (late, out of order, a partial form 3 batch), in order."""
         for state in self._devices:
-            if state.pending:
-                self._flush_batch(state, state.pending[-1][0] / 1000)
+            if state.batch:
+                self._flush_batch(state)
         while self._out:
             yield heapq.heappop(self._out)[2]
 
@@ -265,7 +256,7 @@ class Stream:
         if faults.malformed and rng.random() < faults.malformed:
             kind = rng.choice(faults.malformed_kinds)
             topic, payload = malformed_message(
-                kind, state.lab, state.device.name, state.sensor_names, from_ms(t_ms), rng
+                kind, state.lab, state.device.name, state.device.sensor_names, from_ms(t_ms), rng
             )
             self.faults["malformed"] += 1
             self.faults[f"malformed:{kind}"] += 1
@@ -283,44 +274,30 @@ class Stream:
 
     def _emit(self, state: _DeviceState, t_ms: int, readings: tuple[Reading, ...]) -> None:
         """Pack a sample into a message (or a form 3 batch) and apply the message faults."""
-        if state.form == 3:
-            state.pending.append((t_ms, readings))
-            if len(state.pending) >= state.device.batch:
-                self._flush_batch(state, t_ms / 1000)
-            return
         device = state.device
-        stamp = readings[0].time
-        ts = format_ts(stamp, self.ts_format)  # type: ignore[arg-type]
+        topic = topic_for(state.lab, device.name)
+        if state.form == 3:
+            part = messages.instant(readings, 2, self.ts_format)
+            if not state.batch.fits(part, len(readings)):
+                self._flush_batch(state)  # the contract's size limits: send what is there
+            state.batch.add(part, readings)
+            state.last_ms = t_ms
+            if state.batch.instants >= device.batch:
+                self._flush_batch(state)
+            return
         if state.form == "senml":
             topic = f"livelab/{state.lab}/{device.name}/senml"
-            bt = epoch_ms(stamp) / 1000
-            units = {s.name: s.unit for s in device.sensors}
-            records: list[dict[str, object]] = [
-                {"n": r.sensor, "u": units[r.sensor], "v": r.value}
-                if r.sensor in units
-                else {"n": r.sensor, "v": r.value}
-                for r in readings
-            ]
-            records[0] = {"bt": bt, **records[0]}
-            payload = _encode(records)
-        elif state.form == 1:
-            topic = topic_for(state.lab, device.name)
-            payload = _encode({r.sensor: r.value for r in readings})
+            payload = messages.senml(readings, {s.name: s.unit for s in device.sensors})
         else:
-            topic = topic_for(state.lab, device.name)
-            payload = _encode({"ts": ts, "values": {r.sensor: r.value for r in readings}})
+            assert state.form in (1, 2)
+            payload = messages.instant(readings, state.form, self.ts_format)
         self._message(state, t_ms / 1000, topic, payload, readings)
 
-    def _flush_batch(self, state: _DeviceState, at: float) -> None:
-        parts = []
-        readings: list[Reading] = []
-        for _, sample in state.pending:
-            ts = format_ts(sample[0].time, self.ts_format)  # type: ignore[arg-type]
-            parts.append({"ts": ts, "values": {r.sensor: r.value for r in sample}})
-            readings.extend(sample)
-        state.pending.clear()
+    def _flush_batch(self, state: _DeviceState) -> None:
+        """Send the device's form 3 batch, due at its latest instant."""
+        payload, readings = state.batch.take()
         topic = topic_for(state.lab, state.device.name)
-        self._message(state, at, topic, _encode(parts), tuple(readings))
+        self._message(state, state.last_ms / 1000, topic, payload, readings)
 
     def _message(
         self,
