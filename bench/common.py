@@ -3,7 +3,9 @@ where results go."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -18,6 +20,14 @@ RESULTS = ROOT / "bench" / "results"
 # mosquitto_pub -l (2.0.11) wraps its message ids past 65,535 and then quietly disconnects
 # early (exit 0, messages lost): it is fed at most this many lines per run.
 MOSQUITTO_PUB_RUN = 50_000
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """--mqtt-host and --mqtt-port (env LIVELAB_MQTT_HOST / LIVELAB_MQTT_PORT)."""
+    parser.add_argument("--mqtt-host", default=os.environ.get("LIVELAB_MQTT_HOST", "127.0.0.1"))
+    parser.add_argument(
+        "--mqtt-port", type=int, default=int(os.environ.get("LIVELAB_MQTT_PORT", "1883"))
+    )
 
 
 def log(msg: str) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bench.common import ROOT, broker_ceiling, log, mosquitto_pub, save_result
+from bench.common import ROOT, add_broker_arguments, broker_ceiling, log, mosquitto_pub, save_result
 from schemas.migrate import migrate
 
 
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         help="server where a throwaway database is created (default %(default)s)",
     )
-    parser.add_argument("--mqtt-host", default=os.environ.get("LIVELAB_MQTT_HOST", "127.0.0.1"))
-    parser.add_argument(
-        "--mqtt-port", type=int, default=int(os.environ.get("LIVELAB_MQTT_PORT", "1883"))
-    )
+    add_broker_arguments(parser)
     args = parser.parse_args(argv)
     n, k = args.messages, args.readings_per_message
     lines = payload_lines(n, k)

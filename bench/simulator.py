@@ -28,15 +28,15 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from bench.common import Subscriber, broker_ceiling, log, save_result
-from simulators.loadgen import run_load
+from bench.common import Subscriber, add_broker_arguments, broker_ceiling, log, save_result
+from simulators.loadgen import DAY_MS, PAYLOAD, run_load
 from simulators.publisher import Publisher
 
 
 def payload_lines(n: int) -> list[bytes]:
     """N payloads shaped like the load generator's, for ``mosquitto_pub -l``."""
-    base = int(time.time()) * 1000 - 86_400_000
-    return [b'{"ts":%d,"values":{"load":%d}}\n' % (base + i, i % 1000) for i in range(n)]
+    base = int(time.time()) * 1000 - DAY_MS
+    return [PAYLOAD % (base + i, i % 1000) + b"\n" for i in range(n)]
 
 
 def publisher_only(host: str, port: int, n: int) -> float:
@@ -79,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--devices", type=int, default=100, help="series of the load runs (default %(default)s)"
     )
-    parser.add_argument("--mqtt-host", default=os.environ.get("LIVELAB_MQTT_HOST", "127.0.0.1"))
-    parser.add_argument(
-        "--mqtt-port", type=int, default=int(os.environ.get("LIVELAB_MQTT_PORT", "1883"))
-    )
+    add_broker_arguments(parser)
     args = parser.parse_args(argv)
     n, host, port = args.messages, args.mqtt_host, args.mqtt_port
 

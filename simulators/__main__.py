@@ -22,13 +22,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.names import is_lab
+from schemas.names import describe_bad_name, is_lab
 from schemas.times import parse_rfc3339
 from simulators import audit, loadgen, metrics
-from simulators.durations import format_duration, parse_duration
+from simulators.cliargs import duration, positive_float
+from simulators.durations import format_duration
 from simulators.errors import SimulatorError
 from simulators.faults import Faults
 from simulators.manifest import Manifest
+from simulators.models import DEFAULT_SEED
 from simulators.replay import ReplayError
 from simulators.runner import DEFAULT_HOST, DEFAULT_PORT, backfill, live, replay, resolve_labs
 from simulators.scenario import (
@@ -43,38 +45,16 @@ from simulators.scenario import (
 log = logging.getLogger("simulators")
 
 
-def duration_arg(text: str) -> timedelta:
-    """An argparse type: '90s', '15m', '6h', '2d', '1h30m', '500ms' or seconds."""
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-# The old name, used by tests and scripts.
-parse_duration_arg = duration_arg
-
-
 def parse_time(text: str) -> datetime:
     """RFC 3339 with offset, 'now', or 'now-DURATION' (e.g. now-6h)."""
     text = text.strip()
     if text == "now" or text.startswith("now-"):
         now = datetime.now(UTC)
-        return now - duration_arg(text[4:]) if text != "now" else now
+        return now - duration(text[4:]) if text != "now" else now
     try:
         return parse_rfc3339(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{exc}; or use now / now-6h") from None
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
 
 
 def _names(text: str) -> list[str]:
@@ -102,7 +82,7 @@ def _form(*allowed: str) -> Any:
     return parse
 
 
-_FAULT_NAMES = [f for f in Faults.model_fields]
+_FAULT_NAMES = list(Faults.model_fields)
 
 
 def _fault(text: str) -> tuple[str, Any]:
@@ -263,25 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     pace = p_live.add_mutually_exclusive_group()
     pace.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         metavar="MSGS_PER_S",
         help="total messages per second (sets every device's interval)",
     )
     pace.add_argument(
         "--interval",
-        type=duration_arg,
+        type=duration,
         metavar="DURATION",
         help="one message per device every DURATION (default: each device's, from the scenario)",
     )
     p_live.add_argument(
         "--history",
-        type=duration_arg,
+        type=duration,
         metavar="DURATION",
         help="first backfill this much history up to now (with timestamps), e.g. 6h",
     )
     p_live.add_argument(
         "--history-interval",
-        type=duration_arg,
+        type=duration,
         default=timedelta(seconds=60),
         metavar="DURATION",
         help="reading interval of the history (default: 60s)",
@@ -295,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_live.add_argument("--batch", type=_batch, metavar="N", help="form 3: instants per message")
     p_live.add_argument(
         "--duration",
-        type=_positive_float,
+        type=positive_float,
         metavar="SECONDS",
         help="stop after this many seconds (default: run until stopped)",
     )
@@ -317,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_back.add_argument(
         "--interval",
-        type=duration_arg,
+        type=duration,
         metavar="DURATION",
         help="time between readings of every device; times are multiples of it since the "
         "epoch (default: each device's, from the scenario)",
@@ -348,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_replay.add_argument("file", metavar="FILE.csv", help="the readings to replay")
     p_replay.add_argument(
         "--speed",
-        type=_positive_float,
+        type=positive_float,
         metavar="FACTOR",
         help="pace: 1 = the original pace, 60 = an hour per minute (default: as fast as possible)",
     )
@@ -438,13 +418,7 @@ def _describe_scenario(scenario: Scenario) -> str:
             f"  lab {lab.name}: {len(lab.devices)} devices, {series} series, "
             f"about {rate:.2f} messages/s live"
         )
-        on = {
-            k: v
-            for k, v in lab.faults.model_dump().items()
-            if k in ("drop", "duplicate", "out_of_order", "late", "malformed", "clock_skew")
-            or k in ("burst", "offline")
-        }
-        active = [f"{k} {v:g}" for k, v in on.items() if v]
+        active = [f"{k} {v:g}" for k, v in lab.faults.rates().items() if v]
         lines.append(f"    faults: {', '.join(active) if active else 'none'}")
     return "\n".join(lines)
 
@@ -496,8 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per audit request
     if args.command == "scenarios":
-        for name, path in builtin_scenarios().items():
-            print(_describe_scenario(load_scenario(path)).replace(name, name, 1))
+        for path in builtin_scenarios().values():
+            print(_describe_scenario(load_scenario(path)))
         return 0
     if args.command == "models":
         _print_models()
@@ -517,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return audit.run_audit(manifest, args)
 
     if args.lab is not None and not is_lab(args.lab):
-        parser.error(f"--lab {args.lab!r}: 1-64 of a-z 0-9 _ -, starting with a letter or digit")
+        parser.error(f"--lab: {describe_bad_name('lab', args.lab)}")
     stop = threading.Event()
     if args.command == "load":
         _install_stop_handlers(stop)
@@ -549,8 +523,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "devices":
             _print_devices(labs)
             return 0
-    if args.command == "backfill" and args.start >= args.end:
-        parser.error("--start must be before --end")
     if args.verify and not args.api_key:
         parser.error("--verify needs an API key: --api-key KEY or LIVELAB_API_KEY")
 
@@ -587,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = replay(
                 args.file, lab=args.lab, speed=args.speed, form=args.form, batch=args.batch,
                 qos=1 if args.qos is None else args.qos, faults=faults,
-                seed=22 if args.seed is None else args.seed, progress=progress, **common,
+                seed=DEFAULT_SEED if args.seed is None else args.seed, progress=progress, **common,
             )  # fmt: skip
         else:
             summary = live(

@@ -69,15 +69,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 
 from schemas.times import format_rfc3339, parse_rfc3339
+from simulators.cliargs import non_negative_float
 from simulators.errors import AuditError
-from simulators.manifest import LabManifest, Manifest
+from simulators.manifest import LabManifest, Manifest, write_json
 
 log = logging.getLogger(__name__)
 
@@ -719,16 +719,6 @@ def audit(
 # CLI glue (wired into `livelab-sim audit` and `--verify` by simulators.__main__)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds, 0 or more")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The audit's options: --api-url, --api-key, --wait, --strict-rejections, --json."""
     g = parser.add_argument_group("delivery audit (asks the HTTP API)")
@@ -747,7 +737,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--wait",
-        type=_seconds,
+        type=non_negative_float,
         default=DEFAULT_WAIT,
         metavar="SECONDS",
         help="while ingest catches up, keep asking until no count changed for this long "
@@ -787,16 +777,10 @@ def run_audit(manifest: Manifest, args: argparse.Namespace) -> int:
     path = getattr(args, "json", None)
     if path:
         try:
-            _write_json(Path(path), report)
+            write_json(path, report.to_json())
         except OSError as exc:
             print(
                 f"livelab-sim: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr
             )
             return 2
     return 0 if report.ok else 1
-
-
-def _write_json(path: Path, report: AuditReport) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)

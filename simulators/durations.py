@@ -15,7 +15,7 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
-def parse_duration(text: str | float, *, allow_zero: bool = False) -> timedelta:
+def parse_duration(text: str | float) -> timedelta:
     """'90' or '90s', '15m', '6h', '2d', '1w', '1h30m', '500ms' (or a number of seconds).
 
     Raises ValueError with an example of the expected form.
@@ -39,10 +39,8 @@ def parse_duration(text: str | float, *, allow_zero: bool = False) -> timedelta:
                 pos = m.end()
             if pos != len(text) or not text:
                 raise ValueError(f"{shown} is not a duration (e.g. 90s, 15m, 6h, 2d, 1h30m)")
-    if not (seconds >= 0 if allow_zero else seconds > 0) or seconds == float("inf"):
-        raise ValueError(
-            f"{shown}: the duration must be {'0 or more' if allow_zero else 'positive'}"
-        )
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{shown}: the duration must be positive")
     return timedelta(seconds=seconds)
 
 

@@ -51,6 +51,8 @@ MalformedKind: TypeAlias = Literal[
 ]
 MALFORMED_KINDS: tuple[MalformedKind, ...] = get_args(MalformedKind)
 
+RATES = ("drop", "duplicate", "out_of_order", "late", "malformed", "clock_skew", "burst", "offline")
+
 #: The ingest worker's default limit on future timestamps (CONTRACT.md: 5 minutes).
 INGEST_MAX_FUTURE = timedelta(minutes=5)
 
@@ -83,20 +85,13 @@ class Faults(BaseModel):
             )
         return self
 
+    def rates(self) -> dict[str, float]:
+        """The eight rates by name (their settings, such as ``late_by``, left out)."""
+        return {name: getattr(self, name) for name in RATES}
+
     @property
     def any(self) -> bool:
-        return any(
-            (
-                self.drop,
-                self.duplicate,
-                self.out_of_order,
-                self.late,
-                self.malformed,
-                self.clock_skew,
-                self.burst,
-                self.offline,
-            )
-        )
+        return any(self.rates().values())
 
     def with_rates(self, **rates: float) -> Faults:
         """A copy with some settings changed, validated (`--fault NAME=VALUE`)."""

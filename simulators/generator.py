@@ -6,10 +6,10 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 
 from schemas.times import EPOCH
-from simulators.demo import Device, LabSpec, lab_spec
-from simulators.models import Reading
+from simulators.demo import lab_spec
+from simulators.lab import Device, LabSpec
+from simulators.models import DEFAULT_SEED, Reading
 
-DEFAULT_SEED = 22
 _US = timedelta(microseconds=1)
 
 

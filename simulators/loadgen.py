@@ -58,6 +58,7 @@ from typing import Any
 
 from schemas.names import is_lab
 from schemas.times import from_epoch_ms
+from simulators.cliargs import positive_float, positive_int
 from simulators.errors import BrokerUnreachable, PublishIncomplete
 from simulators.manifest import Manifest
 from simulators.publisher import MqttVersion, Publisher, StopFlag
@@ -68,7 +69,7 @@ SENSOR = "load"
 DAY_MS = 86_400_000
 CHUNK = 1000  # messages between looks at the clock, `stop` and the counters (full speed)
 READY_TIMEOUT = 60.0  # seconds for the children to start and connect
-_PAYLOAD = b'{"ts":%d,"values":{"load":%d}}'
+PAYLOAD = b'{"ts":%d,"values":{"load":%d}}'
 
 
 def device_name(process: int, n: int) -> str:
@@ -205,7 +206,7 @@ def _publish_share(
     rate = share.rate
     slot = 2 * share.index
     publish = pub.publish
-    fmt = _PAYLOAD
+    fmt = PAYLOAD
     started = t0 = time.monotonic()
     end_at = math.inf if share.duration is None else started + share.duration
     result.started = started
@@ -573,33 +574,13 @@ def write_manifest(result: LoadResult, path: str | Path) -> Manifest:
 # -- the command line (wired into `livelab-sim load` by simulators.__main__) --
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The load generator's options: --processes, --messages, --duration, --rate, --devices,
     --manifest."""
     g = parser.add_argument_group("load")
     g.add_argument(
         "--processes",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="publishing processes, each with its own MQTT connection; 1 publishes from this "
@@ -607,26 +588,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--messages",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="publish N messages in total, then stop (give this or --duration)",
     )
     g.add_argument(
         "--duration",
-        type=_positive_float,
+        type=positive_float,
         metavar="SECONDS",
         help="publish for this many seconds, then stop (give this or --messages)",
     )
     g.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         metavar="MSGS_PER_S",
         help="total messages per second over all processes, on a steady schedule "
         "(default: as fast as the broker acknowledges)",
     )
     g.add_argument(
         "--devices",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         metavar="N",
         help="series in total, spread over the processes: devices load-PP-NNNN, sensor "

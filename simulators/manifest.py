@@ -34,6 +34,15 @@ VERSION = 1
 _MS = timedelta(milliseconds=1)
 
 
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write `obj` as indented JSON, atomically (a temporary file renamed), so a reader never
+    sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 @dataclass
 class LabManifest:
     """What one lab of the run should hold: readings per series, rejections, time range."""
@@ -144,11 +153,7 @@ class Manifest:
         )
 
     def save(self, path: str | Path) -> None:
-        """Write atomically (a temporary file renamed), so a reader never sees half a file."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:

@@ -27,6 +27,7 @@ from statistics import NormalDist
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
+DEFAULT_SEED = 22  # the seed of runs and scenarios that name none
 LOCAL_TZ = ZoneInfo("Europe/Stockholm")
 _NORMAL = NormalDist()
 _TWO_PI = 2 * math.pi

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from schemas.telemetry import TsFormat
 from simulators import metrics
 from simulators.lab import Form, LabSpec
 from simulators.manifest import Manifest
+from simulators.models import DEFAULT_SEED
 from simulators.publisher import MqttVersion, Publisher
 from simulators.record import CsvRecorder
 from simulators.scenario import DEFAULT_SCENARIO, Scenario, load_scenario
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 1883
-DEFAULT_SEED = 22
 MIN_YEAR = 2000  # ingest rejects readings before 2000-01-01 (CONTRACT.md)
 
 
@@ -167,7 +167,6 @@ class _BarProgress:
             nrows=None if sized else 24,
         )
         self.shown = 0
-        self.next_check = 0
 
     def update(self, summary: Summary, readings_generated: int, outstanding: int) -> None:
         if readings_generated - self.shown >= 256 or readings_generated < self.shown:
@@ -301,44 +300,66 @@ def resolve_labs(
                     f"scenario {scenario.name!r} has no lab {lab!r}; its labs: {names}"
                 )
             labs = chosen
-    if isinstance(interval, int | float):
-        interval = timedelta(seconds=interval)
     out = []
     for x in labs:
         x = x.select(devices, sensors).with_devices(
-            interval=interval, form=form, qos=qos, batch=batch
+            interval=None if interval is None else _td(interval), form=form, qos=qos, batch=batch
         )
         if faults:
-            x = _with_faults(x, faults)
+            x = replace(x, faults=x.faults.with_rates(**faults))
         out.append(x)
     return scenario, out
 
 
-def _with_faults(spec: LabSpec, faults: dict[str, Any]) -> LabSpec:
-    from dataclasses import replace
+@dataclass(frozen=True)
+class _Connection:
+    """The publisher a run was given, or how to connect its own."""
 
-    return replace(spec, faults=spec.faults.with_rates(**faults))
+    publisher: Publisher | None
+    host: str
+    port: int
+    qos: int
+    mqtt_version: MqttVersion
 
 
 def _open(
-    stack: ExitStack,
-    publisher: Publisher | None,
-    host: str,
-    port: int,
-    qos: int,
-    mqtt_version: MqttVersion,
-    record: str | Path | CsvRecorder | None,
+    stack: ExitStack, connection: _Connection, record: str | Path | CsvRecorder | None
 ) -> tuple[Publisher, CsvRecorder | None]:
     recorder: CsvRecorder | None
     if record is None or isinstance(record, CsvRecorder):
         recorder = record
     else:
         recorder = stack.enter_context(CsvRecorder(record))
+    publisher = connection.publisher
     if publisher is None:
+        c = connection
         publisher = stack.enter_context(
-            Publisher(host=host, port=port, qos=qos, mqtt_version=mqtt_version)
+            Publisher(host=c.host, port=c.port, qos=c.qos, mqtt_version=c.mqtt_version)
         )
     return publisher, recorder
+
+
+def _publish_all(
+    label: str,
+    stream: Stream,
+    connection: _Connection,
+    manifest: Manifest,
+    record: str | Path | CsvRecorder | None,
+    stop: threading.Event | None,
+    progress: str | float,
+    schedule: Callable[[float], float] | None = None,
+) -> Summary:
+    """Publish a bounded stream (backfill, replay) and wait for every acknowledgement."""
+    summary = Summary(label)
+    began = time.monotonic()
+    with ExitStack() as stack:
+        pub, recorder = _open(stack, connection, record)
+        run = Run(pub, manifest, recorder, stop)
+        bar = make_progress(label, stream.expected_readings(), progress)
+        run.publish(stream, summary, schedule=schedule, progress=bar)
+        _finish(stack, pub, connection.publisher, manifest)
+    summary.elapsed = time.monotonic() - began
+    return summary
 
 
 def _check_range(start: datetime, end: datetime) -> None:
@@ -400,16 +421,8 @@ def backfill(
         labs, seed=seed, start=start, end=end, ts_format=ts_format, timed_only=True,
         stagger=False,
     )  # fmt: skip
-    summary = Summary("backfill")
-    began = time.monotonic()
-    with ExitStack() as stack:
-        pub, recorder = _open(stack, publisher, host, port, qos or 1, mqtt_version, record)
-        run = Run(pub, manifest, recorder, stop)
-        bar = make_progress("backfill", stream.expected_readings(), progress)
-        run.publish(stream, summary, progress=bar)
-        _finish(stack, pub, publisher, manifest)
-    summary.elapsed = time.monotonic() - began
-    return summary
+    connection = _Connection(publisher, host, port, qos or 1, mqtt_version)
+    return _publish_all("backfill", stream, connection, manifest, record, stop, progress)
 
 
 def _describe(manifest: Manifest, scenario: Scenario, seed: int) -> None:
@@ -481,7 +494,8 @@ def live(
     stop = stop or threading.Event()
     summary = Summary("live")
     with ExitStack() as stack:
-        pub, recorder = _open(stack, publisher, host, port, qos or 1, mqtt_version, record)
+        connection = _Connection(publisher, host, port, qos or 1, mqtt_version)
+        pub, recorder = _open(stack, connection, record)
         run = Run(pub, manifest, recorder, stop)
         now = datetime.now(UTC)
         if history:
@@ -575,7 +589,6 @@ def replay(
     manifest.scenario = manifest.scenario or f"replay of {Path(path).name}"
     manifest.seed = seed
     manifest.started_at = manifest.started_at or datetime.now(UTC)
-    summary = Summary("replay")
     schedule = None
     if speed is not None:
         t0, wall0 = frame["ms"].iloc[0] / 1000, time.time()
@@ -583,12 +596,5 @@ def replay(
         def schedule(at: float) -> float:
             return wall0 + (at - t0) / speed
 
-    began = time.monotonic()
-    with ExitStack() as stack:
-        pub, recorder = _open(stack, publisher, host, port, qos, mqtt_version, record)
-        run = Run(pub, manifest, recorder, stop)
-        bar = make_progress("replay", stream.expected_readings(), progress)
-        run.publish(stream, summary, schedule=schedule, progress=bar)
-        _finish(stack, pub, publisher, manifest)
-    summary.elapsed = time.monotonic() - began
-    return summary
+    connection = _Connection(publisher, host, port, qos, mqtt_version)
+    return _publish_all("replay", stream, connection, manifest, record, stop, progress, schedule)

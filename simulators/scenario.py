@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections import Counter
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -52,13 +54,14 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.names import DEVICE_RE, LAB_RE, SENSOR_RE
+from schemas.names import describe_bad_name, is_device, is_lab, is_sensor
 from schemas.telemetry import MAX_READINGS_PER_MESSAGE
-from simulators.demo import Device, LabSpec
 from simulators.durations import Duration
 from simulators.errors import SimulatorError
 from simulators.faults import Faults
+from simulators.lab import Device, LabSpec
 from simulators.models import (
+    DEFAULT_SEED,
     NO2,
     PM25,
     Battery,
@@ -92,6 +95,11 @@ class ScenarioError(SimulatorError):
     """A scenario file that cannot be read or does not validate."""
 
 
+def _repeated(names: Iterable[str]) -> list[str]:
+    """The names that occur more than once, sorted."""
+    return sorted(name for name, n in Counter(names).items() if n > 1)
+
+
 FormSetting = Literal[1, 2, 3, "senml"]
 
 
@@ -110,10 +118,8 @@ class SensorConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _sensor_name(cls, value: str) -> str:
-        if not SENSOR_RE.fullmatch(value):
-            raise ValueError(
-                f"sensor name {value!r}: 1-128 of A-Z a-z 0-9 _ - . : /, first a letter or digit"
-            )
+        if not is_sensor(value):
+            raise ValueError(describe_bad_name("sensor", value))
         return value
 
     @field_validator("model")
@@ -181,12 +187,9 @@ class DeviceConfig(_Strict):
                 f"count = {self.count} needs a name with {{i}} in it, e.g. '{self.name}-{{i:03d}}'"
             )
         for name in (self.device_name(1), self.device_name(self.count)):
-            if not DEVICE_RE.fullmatch(name):
-                raise ValueError(
-                    f"device name {name!r}: 1-64 of a-z 0-9 _ -, first a letter or digit"
-                )
-        seen = [s.name for s in self.sensors]
-        dup = sorted({n for n in seen if seen.count(n) > 1})
+            if not is_device(name):
+                raise ValueError(describe_bad_name("device", name))
+        dup = _repeated(s.name for s in self.sensors)
         if dup:
             raise ValueError(f"sensor {', '.join(dup)} appears twice")
         return self
@@ -209,15 +212,15 @@ class LabConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _lab_name(cls, value: str) -> str:
-        if not LAB_RE.fullmatch(value):
-            raise ValueError(f"lab name {value!r}: 1-64 of a-z 0-9 _ -, first a letter or digit")
+        if not is_lab(value):
+            raise ValueError(describe_bad_name("lab", value))
         return value
 
 
 class ScenarioMeta(_Strict):
     name: str = ""
     description: str = ""
-    seed: int = 22
+    seed: int = DEFAULT_SEED
 
 
 class ScenarioFile(_Strict):
@@ -228,8 +231,7 @@ class ScenarioFile(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> ScenarioFile:
-        labs = [lab.name for lab in self.labs]
-        dup = sorted({n for n in labs if labs.count(n) > 1})
+        dup = _repeated(lab.name for lab in self.labs)
         if dup:
             raise ValueError(f"lab {', '.join(dup)} appears twice")
         total = sum(d.count for lab in self.labs for d in lab.devices)
@@ -256,15 +258,6 @@ class Scenario:
     def series(self) -> int:
         return sum(len(d.sensors) for lab in self.labs for d in lab.devices)
 
-    def lab(self, name: str) -> LabSpec:
-        for lab in self.labs:
-            if lab.name == name:
-                return lab
-        raise KeyError(name)
-
-    def replace_labs(self, labs: tuple[LabSpec, ...]) -> Scenario:
-        return dataclasses.replace(self, labs=labs)
-
 
 def _build(config: ScenarioFile, source: str) -> Scenario:
     d = config.defaults
@@ -286,9 +279,8 @@ def _build(config: ScenarioFile, source: str) -> Scenario:
                         batch=dev.batch or d.batch,
                     )
                 )
-        names = [x.name for x in devices]
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
+        dup = _repeated(x.name for x in devices)
+        if dup:
             raise ScenarioError(
                 f"{source}: lab {lab.name!r}: device {', '.join(dup[:5])} appears twice"
             )

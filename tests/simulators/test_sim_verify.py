@@ -9,41 +9,41 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from simulators.manifest import Manifest
 from tests.helpers import count_readings, rejections, run_sim, wait_for
 
-Cli = Callable[..., subprocess.CompletedProcess[str]]
 
-
-def common(mqtt_broker: tuple[str, int], api: Any, key: str, lab: str) -> list[str]:
+@pytest.fixture
+def ingesting(
+    start_worker: Any, mqtt_broker: tuple[str, int], api_server: Any, api_key: str, lab: str
+) -> list[str]:
+    """A worker storing the test's lab; the options that point a run at it and the API."""
+    start_worker()
     return [
         "--lab", lab, "--mqtt-host", mqtt_broker[0], "--mqtt-port", str(mqtt_broker[1]),
-        "--api-url", api.url, "--api-key", key, "--wait", "5", "-q",
+        "--api-url", api_server.url, "--api-key", api_key, "--wait", "5", "-q",
     ]  # fmt: skip
 
 
 def test_clean_backfill_verifies_and_withheld_readings_fail_the_audit(
-    start_worker: Any,
-    mqtt_broker: tuple[str, int],
+    ingesting: list[str],
     api_server: Any,
     api_key: str,
     db: psycopg.Connection,
     lab: str,
     tmp_path: Path,
 ) -> None:
-    start_worker()
     manifest_path = tmp_path / "run.json"
     proc = run_sim(
         "backfill", "--start", "2026-03-28T00:00:00+01:00", "--end", "2026-03-29T12:00:00+02:00",
         "--manifest", str(manifest_path), "--verify",
-        *common(mqtt_broker, api_server, api_key, lab),
+        *ingesting,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = Manifest.load(manifest_path)
@@ -84,21 +84,14 @@ def test_clean_backfill_verifies_and_withheld_readings_fail_the_audit(
 
 
 def test_rehearsal_with_every_fault_verifies_exactly(
-    start_worker: Any,
-    mqtt_broker: tuple[str, int],
-    api_server: Any,
-    api_key: str,
-    db: psycopg.Connection,
-    lab: str,
-    tmp_path: Path,
+    ingesting: list[str], db: psycopg.Connection, lab: str, tmp_path: Path
 ) -> None:
-    start_worker()
     manifest_path = tmp_path / "run.json"
     proc = run_sim(
         "backfill", "--scenario", "rehearsal", "--start", "2026-05-01T00:00:00Z",
         "--end", "2026-05-02T00:00:00Z", "--fault", "malformed=0.05",
         "--manifest", str(manifest_path), "--verify", "--strict-rejections",
-        *common(mqtt_broker, api_server, api_key, lab),
+        *ingesting,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = Manifest.load(manifest_path)
@@ -111,20 +104,13 @@ def test_rehearsal_with_every_fault_verifies_exactly(
 
 
 def test_live_run_with_form_1_and_senml_verifies(
-    start_worker: Any,
-    mqtt_broker: tuple[str, int],
-    api_server: Any,
-    api_key: str,
-    db: psycopg.Connection,
-    lab: str,
-    tmp_path: Path,
+    ingesting: list[str], db: psycopg.Connection, lab: str, tmp_path: Path
 ) -> None:
-    start_worker()
     manifest_path = tmp_path / "live.json"
     proc = run_sim(
         "live", "--rate", "40", "--duration", "3", "--history", "30m", "--fault", "duplicate=0.2",
         "--manifest", str(manifest_path), "--verify",
-        *common(mqtt_broker, api_server, api_key, lab),
+        *ingesting,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = Manifest.load(manifest_path)
