@@ -9,9 +9,10 @@ order (each device on its own ``interval``, staggered by a fixed per-device phas
 thousand devices do not all speak in the same millisecond). A sample is the device's
 readings at that instant, from the sensor models. Faults act on samples (offline, drop,
 clock skew, burst) and on messages (duplicate, out of order, late, malformed), each decided
-by the device's own random generator seeded from (seed, lab, device), so the same scenario
-and seed give the same messages. A message that a fault holds back waits in a second heap
-until its time comes; `Outgoing` items leave in order of `at`.
+by the device's own random generator seeded from (seed, device), so the same scenario
+and seed give the same messages, under any lab name (as the sensor models do: a test's
+unique lab gets the faults of the scenario's). A message that a fault holds back waits in a
+second heap until its time comes; `Outgoing` items leave in order of `at`.
 
 The accounting lives here too: every `Outgoing` says which readings it should add to the
 database (`expect`, the first copy of a valid message) or that it should become a rejection
@@ -107,7 +108,7 @@ class Stream:
                     device=device,
                     interval_ms=max(1, round(device.interval / _MS)),
                     form=form,
-                    rng=random.Random(f"{seed}\x1f{lab.name}\x1f{device.name}\x1ffaults"),
+                    rng=random.Random(f"{seed}\x1f{device.name}\x1ffaults"),
                 )
                 faults = lab.faults
                 if faults.clock_skew and state.rng.random() < faults.clock_skew:

@@ -140,19 +140,17 @@ def test_malformed_messages_of_every_kind_are_rejections_with_nothing_to_store()
 
 def test_clock_skew_shifts_a_device_by_a_constant() -> None:
     stream, messages = run(lab(Faults(clock_skew=0.5, clock_skew_max=timedelta(seconds=60))))
-    offsets: dict[str, set[float]] = defaultdict(set)
+    interval = {d.name: d.interval for d in DEMO.devices}
+    offsets: dict[str, set[timedelta]] = defaultdict(set)
     for m in messages:
         for r in m.readings:
-            grid = START + (r.time - START) // timedelta(minutes=1) * timedelta(minutes=1)
-            offsets[r.device].add(
-                round(((r.time - START) % timedelta(minutes=1)).total_seconds(), 3)
-            )
-            assert abs(r.time - grid) < timedelta(minutes=1)
-    skewed = [d for d, o in offsets.items() if o != {0.0}]
+            offsets[r.device].add((r.time - START) % interval[r.device])  # off its grid by
+    skewed = [d for d, o in offsets.items() if o != {timedelta(0)}]
     assert len(skewed) == stream.faults["clock_skew"] > 0
-    assert all(
-        len(o) == 1 for d, o in offsets.items() if d not in ("sea-01", "energy-01", "parking-01")
-    )
+    assert all(len(o) == 1 for o in offsets.values())  # a constant per device
+    for d in skewed:
+        (off,) = offsets[d]
+        assert min(off, interval[d] - off) <= timedelta(seconds=60)  # within clock_skew_max
 
 
 def test_bursts_add_readings_between_two_samples() -> None:
