@@ -87,6 +87,12 @@ class RejectionPublic(BaseModel):
     device: str | None
     reason: str = Field(examples=["value of 'no2' is not a number: 'high'"])
     rejected_count: int = Field(description="Readings (or whole messages) this row covers.")
+    count: int = Field(
+        description="Messages this row stands for: repeats of the same reason on the same "
+        "topic within the worker's merge interval (LIVELAB_INGEST_REJECTION_MERGE_SECONDS) are "
+        "one row. `received_at` and `payload` are the first message's."
+    )
+    last_received_at: str = Field(description="When the newest of those messages arrived.")
     payload: str = Field(
         description="The payload's first bytes as UTF-8 (undecodable bytes become U+FFFD)."
     )

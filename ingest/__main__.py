@@ -51,14 +51,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"LIVELAB_{name.upper()}={value}")
         return 0
 
-    from ingest.worker import Worker  # after logging is configured
+    from ingest.worker import Stopped, Worker  # after logging is configured
 
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     worker = Worker(settings)
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        worker.request_stop()  # also while start() still waits for the database
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     try:
         worker.start()
+    except Stopped:
+        logging.getLogger("livelab.ingest").info("stopped before the worker had started")
+        return 0
     except MigrationError as exc:
         logging.getLogger("livelab.ingest").error("%s", exc)
         return 1

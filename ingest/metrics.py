@@ -1,8 +1,8 @@
 """Prometheus metrics of the ingest worker and its small HTTP endpoint.
 
 ``GET /health`` answers 200 while the process runs; ``GET /ready`` 200 when the worker is
-connected to the broker and the database answers, else 503; ``GET /metrics`` the Prometheus
-text format.
+subscribed, the database is writable and the writer keeps up, else 503 with the reason;
+``GET /metrics`` the Prometheus text format.
 """
 
 from __future__ import annotations
@@ -53,6 +53,26 @@ class Metrics:
         self.db_refused = Counter(
             "livelab_ingest_db_refused",
             "batches the database refused (split and retried)",
+            registry=r,
+        )
+        self.db_outage = Gauge(
+            "livelab_ingest_db_outage",
+            "1 while the database cannot store (unreachable, refusing writes, misconfigured)",
+            registry=r,
+        )
+        self.stale_dropped = Counter(
+            "livelab_ingest_stale_dropped",
+            "QoS 1 messages of an ended connection left to the broker's redelivery",
+            registry=r,
+        )
+        self.redeliveries_matched = Counter(
+            "livelab_ingest_redeliveries_matched",
+            "redelivered receive-time messages given their first receive time (receipts)",
+            registry=r,
+        )
+        self.rejections_trimmed = Counter(
+            "livelab_ingest_rejections_trimmed",
+            "rejection rows deleted by retention or the per-lab cap",
             registry=r,
         )
         self.acks = Counter("livelab_ingest_acks", "QoS 1 messages acknowledged", registry=r)

@@ -61,6 +61,9 @@ class Parsed:
     rejection: Rejection | None = None
     # The unit of a sensor, where the message said one (SenML `u`/`bu`).
     units: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    # True when a reading's time was taken from the receive time (form 1, SenML relative
+    # times): a redelivery must then reuse the first receive time (see ingest.receipts).
+    relative: bool = False
 
 
 class _NonFinite:
@@ -121,6 +124,7 @@ class _Collector:
         self.readings: list[Reading] = []
         self.reasons: list[str] = []
         self.rejected = 0
+        self.relative = False  # a time was taken from received_at
 
     def reject(self, reason: str, count: int = 1) -> None:
         self.reasons.append(reason)
@@ -198,6 +202,7 @@ def parse_message(
         return whole(problem)
     parsed.readings = collector.readings
     parsed.rejection = collector.rejection(topic)
+    parsed.relative = collector.relative
     return parsed
 
 
@@ -231,6 +236,7 @@ def _telemetry(document: Any, out: _Collector) -> str | None:
         if "values" in element or "ts" in element:
             _timestamped(element, out, where)
         else:
+            out.relative = True
             for sensor, value in element.items():
                 out.add(sensor, value, out.received_at, where)
     return None
@@ -260,6 +266,7 @@ def _timestamped(element: dict[str, Any], out: _Collector, where: str) -> None:
     when = _telemetry_time(element.get("ts"), out.received_at) if "ts" in element else None
     if when is None:
         when = out.received_at
+        out.relative = True
     elif isinstance(when, str):
         out.reject(f"{where}{when}", count)
         return
@@ -373,6 +380,7 @@ def _senml(document: Any, out: _Collector, units: dict[tuple[str, str, str], str
         try:
             if abs(seconds) < SENML_RELATIVE_LIMIT:
                 when = out.received_at + timedelta(seconds=seconds)
+                out.relative = True
             else:
                 when = from_epoch_ms(seconds * 1000.0)
         except (ValueError, OverflowError):

@@ -44,7 +44,11 @@ class Settings(BaseSettings):
         "worker is away",
     )
     ingest_receive_maximum: int = Field(
-        2000, ge=1, le=65535, description="unacknowledged QoS 1 messages the broker may send"
+        2000,
+        ge=1,
+        le=8000,
+        description="unacknowledged QoS 1 messages the broker may send (at most 8000: see "
+        "ingest/receipts.py)",
     )
     ingest_batch_messages: int = Field(2000, ge=1, description="messages per database batch")
     ingest_batch_linger_ms: int = Field(
@@ -60,6 +64,29 @@ class Settings(BaseSettings):
     )
     ingest_rejection_payload_bytes: int = Field(
         4096, ge=0, description="bytes of a rejected payload that are kept"
+    )
+    ingest_rejection_merge_seconds: int = Field(
+        60,
+        ge=0,
+        description="repeats of one reason from one topic within this interval are one "
+        "rejection row with a count (0: a row per message)",
+    )
+    ingest_rejection_retention_days: float = Field(
+        30, gt=0, description="rejections older than this are deleted"
+    )
+    ingest_rejection_max_per_lab: int = Field(
+        10000, ge=1, description="rows kept per lab; older rejection rows beyond it are deleted"
+    )
+    ingest_db_statement_timeout: float = Field(
+        30, gt=0, description="seconds one statement of the writer may take before it is retried"
+    )
+    ingest_db_lock_timeout: float = Field(
+        10, gt=0, description="seconds the writer waits for a lock before it retries"
+    )
+    ingest_ready_max_wait: float = Field(
+        60,
+        gt=0,
+        description="/ready turns 503 when a message has waited this long without a commit",
     )
     ingest_http_host: str = "127.0.0.1"
     ingest_http_port: int = Field(8081, ge=0, le=65535, description="0 turns /metrics off")

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 
 import paho.mqtt.client as mqtt
@@ -32,16 +32,24 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
+from ingest import receipts
 from ingest.errors import StorageRefused, StorageUnavailable
 from ingest.metrics import Metrics, serve_http
 from ingest.parse import Parsed, Rejection, parse_message
 from ingest.settings import Settings
-from ingest.store import RejectionRow, Store
+from ingest.store import Receipt, RejectionRow, Store, Timeouts
 from schemas.migrate import MigrationError, migrate
 from schemas.names import TopicError, parse_topic
 
 log = logging.getLogger("livelab.ingest")
+
+TRIM_INTERVAL = 300.0  # seconds between two rounds of rejection retention
+
+
+class Stopped(Exception):
+    """A stop was requested before the worker had started (e.g. SIGTERM while waiting)."""
 
 
 @dataclass(slots=True)
@@ -50,10 +58,15 @@ class Incoming:
     payload: bytes
     mid: int
     qos: int
+    dup: bool  # the broker sent this message before (a redelivery)
     received_at: datetime
-    generation: int
+    generation: int  # the connection it came on
+    arrived: float  # time.monotonic() at receipt, for /ready's progress check
     parsed: Parsed | None = None
-    unstorable: bool = False  # refused by the database even as a rejection: never acked
+    stale: bool = False  # its connection ended before it was stored: left to the redelivery
+
+    def digest(self) -> bytes:
+        return receipts.digest(self.topic, self.payload)
 
 
 class Worker:
@@ -66,13 +79,24 @@ class Worker:
         self._queue: queue.Queue[Incoming] = queue.Queue(
             maxsize=max(2 * settings.ingest_receive_maximum, settings.ingest_batch_messages)
         )
-        self._store = Store(settings.database_url)
+        self._store = Store(
+            settings.database_url,
+            timeouts=Timeouts(
+                statement=settings.ingest_db_statement_timeout,
+                lock=settings.ingest_db_lock_timeout,
+            ),
+        )
         self._generation = 0
         self._gen_lock = threading.Lock()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._stopping = threading.Event()
         self._abandon = threading.Event()
+        self._subscribe_problem: str | None = None
+        self._outage: str | None = None  # why the database cannot store now, while it cannot
+        self._busy_since: float | None = None  # arrival of the oldest message being stored
+        self._next_trim = 0.0
+        self._qos0_dropped = 0
         self.failed = threading.Event()  # set when the writer thread died
         self._writer: threading.Thread | None = None
         self._http: ThreadingHTTPServer | None = None
@@ -112,8 +136,18 @@ class Worker:
         )
         self._client.loop_start()
 
+    def request_stop(self) -> None:
+        """Ask a worker that is still starting (or running) to stop; safe in a signal handler."""
+        self._stopping.set()
+
     def stop(self, grace: float | None = None) -> None:
-        """Finish what is queued (up to `grace` seconds), then disconnect."""
+        """Stop taking messages, finish what is queued (up to `grace` seconds), disconnect.
+
+        From the moment this is called the worker takes no new QoS 1 message (the broker keeps
+        it: it is not acknowledged), so under steady traffic the queue still drains and the
+        worker exits as soon as it has. QoS 0 messages that arrive meanwhile are counted and
+        logged, never silently dropped.
+        """
         grace = self.settings.ingest_shutdown_grace if grace is None else grace
         log.info("stopping: finishing %d queued messages", self._queue.qsize())
         self._stopping.set()
@@ -123,6 +157,12 @@ class Worker:
                 log.warning("shutdown grace over; unacknowledged messages will be redelivered")
                 self._abandon.set()
                 self._writer.join(10)
+        if self._qos0_dropped:
+            log.warning(
+                "%d QoS 0 messages arrived during shutdown and were not stored (QoS 0 is at "
+                "most once; publish at QoS 1 to have the broker keep them)",
+                self._qos0_dropped,
+            )
         self._client.disconnect()
         self._client.loop_stop()
         self._store.close()
@@ -136,24 +176,50 @@ class Worker:
         return self._subscribed.wait(timeout)
 
     def ready(self) -> tuple[bool, str]:
+        """(ready, why): subscribed, the database writable, and the writer making progress."""
         if self.failed.is_set():
             return False, "the writer thread failed; see the log"
         if not self._connected.is_set():
             return False, "not connected to the MQTT broker"
-        if not self._store.ping():
-            return False, "database unreachable"
-        return True, "connected to the broker and the database"
+        if not self._subscribed.is_set():
+            return False, self._subscribe_problem or "connected, not yet subscribed"
+        outage = self._outage
+        if outage is not None:
+            return False, outage
+        waited = self._oldest_wait()
+        bound = self.settings.ingest_ready_max_wait
+        if waited > bound:
+            return False, (
+                f"the writer is stuck: a message has waited {waited:.0f} s without a commit "
+                f"(LIVELAB_INGEST_READY_MAX_WAIT is {bound:g} s)"
+            )
+        problem = self._store.probe()
+        if problem is not None:
+            return False, problem
+        return True, "subscribed, the database is writable and the writer keeps up"
+
+    def _oldest_wait(self) -> float:
+        """Seconds the oldest message not yet committed has waited (0 when there is none)."""
+        oldest = self._busy_since
+        with self._queue.mutex:
+            if self._queue.queue:
+                head = self._queue.queue[0].arrived
+                oldest = head if oldest is None else min(oldest, head)
+        return 0.0 if oldest is None else time.monotonic() - oldest
 
     def _migrate(self) -> None:
         delay = 0.5
         while True:
+            if self._stopping.is_set():
+                raise Stopped
             try:
                 applied = migrate(self.settings.database_url)
             except MigrationError as exc:
-                if "cannot connect" not in str(exc) or self._stopping.is_set():
+                if "cannot connect" not in str(exc):
                     raise
                 log.warning("waiting for the database (retry in %.0f s): %s", delay, exc)
-                time.sleep(delay)
+                if self._stopping.wait(delay):
+                    raise Stopped from exc
                 delay = min(delay * 2, 30)
                 continue
             if applied:
@@ -217,8 +283,10 @@ class Worker:
     ) -> None:
         failed = [str(r) for r in reasons if r.is_failure]
         if failed:
-            log.error("broker refused the subscription: %s", ", ".join(failed))
+            self._subscribe_problem = f"the broker refused the subscription: {', '.join(failed)}"
+            log.error("%s; check the broker's ACL for this client", self._subscribe_problem)
             return
+        self._subscribe_problem = None
         self._subscribed.set()
 
     def _on_disconnect(
@@ -242,14 +310,37 @@ class Worker:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         received_at = datetime.now(UTC)
+        if self._stopping.is_set():
+            # Stopping: take nothing new, so the queue drains. A QoS 1 message is not
+            # acknowledged, so the broker keeps it for the next start; QoS 0 (at most once by
+            # its nature) is counted and reported by stop().
+            if not msg.qos:
+                self._qos0_dropped += 1
+            return
         try:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", "replace")
-        # Blocks while the queue is full: backpressure, never a drop.
-        self._queue.put(
-            Incoming(topic, bytes(msg.payload), msg.mid, msg.qos, received_at, self._generation)
+        item = Incoming(
+            topic,
+            bytes(msg.payload),
+            msg.mid,
+            msg.qos,
+            bool(msg.dup),
+            received_at,
+            self._generation,
+            time.monotonic(),
         )
+        # Waits while the queue is full: backpressure, never a drop. The wait is in slices so
+        # that a stop is noticed (paho's loop_stop() would otherwise hang on this thread).
+        while True:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stopping.is_set():
+                    self._qos0_dropped += 0 if item.qos else 1
+                    return
 
     # -- writer thread -----------------------------------------------------------------------
 
@@ -261,6 +352,9 @@ class Worker:
                     self._process(batch)
                 elif self._stopping.is_set():
                     return
+                self._housekeeping()
+        except _Abandoned:
+            return
         except Exception:
             # Nothing more will be stored or acknowledged by this process: say so, turn /ready
             # red and let `livelab-ingest` exit non-zero so a supervisor restarts it (the broker
@@ -294,16 +388,53 @@ class Worker:
     def _process(self, batch: list[Incoming]) -> None:
         m = self.metrics
         m.queue_depth.set(self._queue.qsize())
+        self._busy_since = min(msg.arrived for msg in batch)
+        try:
+            batch = self._live(batch)
+            if not batch:
+                return
+            if any(msg.dup and msg.qos for msg in batch):
+                self._retry(self._first_receive_times, batch)
+            for msg in batch:
+                msg.parsed = self._parse(msg)
+            self._store_batch(batch)
+            stored = [msg for msg in batch if not msg.stale]
+            for msg in stored:
+                assert msg.parsed is not None
+                rejected = msg.parsed.rejection is not None
+                outcome = (
+                    ("partial" if msg.parsed.readings else "rejected") if rejected else "stored"
+                )
+                m.messages.labels(outcome).inc()
+            self._ack(stored)
+        finally:
+            self._busy_since = None
+
+    def _live(self, batch: list[Incoming]) -> list[Incoming]:
+        """Leave out QoS 1 messages of a connection that has ended.
+
+        The broker redelivers them on the new connection (same packet id, DUP set); storing the
+        old copy too would be wasted work, and for a form 1 message a second reading.
+        """
+        current = self._generation
+        live = []
         for msg in batch:
-            msg.parsed = self._parse(msg)
-        if not self._store_batch(batch):
-            return  # shutting down with the database away: the broker will redeliver
-        for msg in batch:
-            assert msg.parsed is not None
-            rejected = msg.parsed.rejection is not None
-            outcome = ("partial" if msg.parsed.readings else "rejected") if rejected else "stored"
-            m.messages.labels(outcome).inc()
-        self._ack(batch)
+            if msg.qos and msg.generation != current:
+                msg.stale = True
+                self.metrics.stale_dropped.inc()
+            else:
+                live.append(msg)
+        return live
+
+    def _first_receive_times(self, batch: list[Incoming]) -> None:
+        """Give redelivered messages stamped with their receive time their first one."""
+        dups = {msg.mid: msg for msg in batch if msg.dup and msg.qos}
+        committed, found = self._store.receipts(self.settings.ingest_client_id, list(dups))
+        for mid, msg in dups.items():
+            first = receipts.first_receive_time(found, committed, mid, msg.digest())
+            if first is not None:
+                msg.received_at = first
+                self.metrics.redeliveries_matched.inc()
 
     def _parse(self, msg: Incoming) -> Parsed:
         try:
@@ -319,84 +450,166 @@ class Worker:
             )
             return Parsed(rejection=Rejection(*_lab_device(msg.topic), msg.topic, reason, 0))
 
-    def _store_batch(self, batch: list[Incoming]) -> bool:
-        """Store `batch` in one transaction; retry while the database is away."""
-        readings = [r for msg in batch if msg.parsed for r in msg.parsed.readings]
-        rows = [
-            self._row(msg, msg.parsed.rejection)
-            for msg in batch
-            if msg.parsed and msg.parsed.rejection
-        ]
-        units = {k: v for msg in batch if msg.parsed for k, v in msg.parsed.units.items()}
-        attempt = 0
-        while True:
-            started = time.perf_counter()
-            try:
-                result = self._store.write(readings, rows, units)
-            except StorageUnavailable as exc:
-                attempt += 1
-                self.metrics.db_retries.inc()
-                delay = min(30.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0)
-                log.warning("%s; retry %d in %.1f s", exc, attempt, delay)
-                if self._abandon.wait(delay):
-                    return False
-                continue
-            except StorageRefused as exc:
-                self.metrics.db_refused.inc()
-                return self._store_refused(batch, exc)
-            if attempt:
-                log.info("database is back after %d retries", attempt)
-            self.metrics.batches.inc()
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
-            self.metrics.readings.labels("stored").inc(result.inserted)
-            self.metrics.readings.labels("duplicate").inc(result.duplicates)
-            self.metrics.rejections.inc(result.rejections)
-            return True
+    # Outages: every database error that is not about a message's content. Retried for ever
+    # with exponential backoff and jitter; nothing is acknowledged meanwhile, /ready says why.
 
-    def _store_refused(self, batch: list[Incoming], exc: StorageRefused) -> bool:
-        """The database refused the batch: store message by message; record what still fails."""
-        if len(batch) > 1:
-            log.warning("%s; storing the %d messages one by one", exc, len(batch))
-            return all(self._store_batch([msg]) for msg in batch)
+    def _retry(self, fn: Callable[[list[Incoming]], None], batch: list[Incoming]) -> None:
+        retrying = Retrying(
+            retry=retry_if_exception_type(StorageUnavailable),
+            wait=wait_exponential_jitter(multiplier=0.2, max=30.0, jitter=0.2),
+            sleep=self._sleep,
+            before_sleep=self._outage_begins,
+            reraise=True,
+        )
+        retrying(fn, batch)
+        if self._outage is not None:
+            log.info("database is back; storing again (outage: %s)", self._outage)
+            self._outage = None
+            self.metrics.db_outage.set(0)
+
+    def _sleep(self, seconds: float) -> None:
+        if self._abandon.wait(seconds):
+            raise _Abandoned
+
+    def _outage_begins(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self._outage = str(exc)
+        self.metrics.db_retries.inc()
+        self.metrics.db_outage.set(1)
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "%s; nothing is acknowledged, retry %d in %.1f s", exc, state.attempt_number, delay
+        )
+
+    def _store_batch(self, batch: list[Incoming]) -> None:
+        """Store `batch`; isolate a message whose content the database refuses."""
+        try:
+            self._retry(self._write, batch)
+            return
+        except StorageRefused as exc:
+            self.metrics.db_refused.inc()
+            if len(batch) > 1:
+                log.warning("%s; storing the %d messages one by one", exc, len(batch))
+                for msg in batch:
+                    self._store_batch([msg])
+                return
+            refused = exc
         msg = batch[0]
         parsed = msg.parsed
         assert parsed is not None
-        log.error("message on %s cannot be stored: %s", msg.topic, exc)
-        if not parsed.readings:
-            # Only its rejection record was in the batch, and even that was refused. Leave it
-            # unacknowledged: the broker keeps it and redelivers it after the next reconnect;
-            # the log line above says why.
-            msg.unstorable = True
-            return True
-        count = len(parsed.readings) + (parsed.rejection.rejected_count if parsed.rejection else 0)
-        reason = f"could not be stored: {exc}"
-        msg.parsed = Parsed(rejection=Rejection(*_lab_device(msg.topic), msg.topic, reason, count))
-        return self._store_batch([msg])
-
-    def _row(self, msg: Incoming, rejection: Rejection) -> RejectionRow:
-        keep = self.settings.ingest_rejection_payload_bytes
-        return RejectionRow(
-            received_at=msg.received_at,
-            lab=rejection.lab,
-            device=rejection.device,
-            topic=msg.topic,
-            reason=rejection.reason,
-            rejected_count=rejection.rejected_count,
-            payload=msg.payload[:keep],
-            payload_size=len(msg.payload),
+        log.error(
+            "message on %s cannot be stored: %s; recording it as rejected", msg.topic, refused
         )
+        count = len(parsed.readings) + (parsed.rejection.rejected_count if parsed.rejection else 0)
+        reason = f"could not be stored: {refused}"
+        msg.parsed = Parsed(rejection=Rejection(*_lab_device(msg.topic), msg.topic, reason, count))
+        # Its rejection record is data we made: a refusal of that is an outage, not content.
+        self._retry(self._write_rejection, [msg])
+
+    def _write_rejection(self, batch: list[Incoming]) -> None:
+        try:
+            self._write(batch)
+        except StorageRefused as exc:
+            raise StorageUnavailable(f"even the rejection record was refused: {exc}") from exc
+
+    def _write(self, batch: list[Incoming]) -> None:
+        """One attempt at storing `batch` in one transaction."""
+        batch = self._live(batch)  # a retry may outlive the connection its messages came on
+        readings = [r for msg in batch if msg.parsed for r in msg.parsed.readings]
+        units = {k: v for msg in batch if msg.parsed for k, v in msg.parsed.units.items()}
+        qos1 = [msg for msg in batch if msg.qos]
+        stamped = [
+            Receipt(msg.mid, msg.digest(), msg.received_at)
+            for msg in qos1
+            if msg.parsed and msg.parsed.relative
+        ]
+        started = time.perf_counter()
+        result = self._store.write(
+            readings,
+            self._rejection_rows(batch),
+            units,
+            client=(self.settings.ingest_client_id, len(qos1)),
+            receipts=stamped,
+        )
+        self.metrics.batches.inc()
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.readings.labels("stored").inc(result.inserted)
+        self.metrics.readings.labels("duplicate").inc(result.duplicates)
+        self.metrics.rejections.inc(result.rejections)
+
+    def _rejection_rows(self, batch: list[Incoming]) -> list[RejectionRow]:
+        """Rejection records of `batch`; repeats of one reason from one topic are merged."""
+        keep = self.settings.ingest_rejection_payload_bytes
+        interval = self.settings.ingest_rejection_merge_seconds
+        rows: dict[object, RejectionRow] = {}
+        for index, msg in enumerate(batch):
+            rejection = msg.parsed.rejection if msg.parsed else None
+            if rejection is None:
+                continue
+            row = RejectionRow(
+                received_at=msg.received_at,
+                lab=rejection.lab,
+                device=rejection.device,
+                topic=msg.topic,
+                reason=rejection.reason,
+                rejected_count=rejection.rejected_count,
+                payload=msg.payload[:keep],
+                payload_size=len(msg.payload),
+            )
+            if interval <= 0:
+                rows[index] = row
+                continue
+            stamp = int(msg.received_at.timestamp()) // interval * interval
+            row.merge_window = datetime.fromtimestamp(stamp, UTC)
+            row.merge_key = receipts.digest(
+                f"{rejection.lab}\0{rejection.device}\0{rejection.reason}", msg.topic.encode()
+            )
+            key = (row.merge_key, stamp)
+            first = rows.get(key)
+            if first is None:
+                rows[key] = row
+            else:
+                first.repeats += 1
+                first.rejected_count += row.rejected_count
+                first.last_received_at = max(
+                    first.last_received_at or first.received_at, row.received_at
+                )
+        return list(rows.values())
+
+    def _housekeeping(self) -> None:
+        """Every few minutes: rejections past their retention or their lab's cap are deleted."""
+        now = time.monotonic()
+        if now < self._next_trim:
+            return
+        self._next_trim = now + TRIM_INTERVAL
+        s = self.settings
+        try:
+            deleted = self._store.trim_rejections(
+                older_than=datetime.now(UTC) - timedelta(days=s.ingest_rejection_retention_days),
+                per_lab=s.ingest_rejection_max_per_lab,
+            )
+        except (StorageUnavailable, StorageRefused) as exc:
+            log.warning("could not trim old rejections (trying again later): %s", exc)
+            return
+        if deleted:
+            self.metrics.rejections_trimmed.inc(deleted)
+            log.info("deleted %d rejections past their retention or their lab's cap", deleted)
 
     def _ack(self, batch: list[Incoming]) -> None:
         with self._gen_lock:
             current = self._generation
             for msg in batch:
-                if msg.qos == 0 or msg.unstorable:
+                if msg.qos == 0:
                     continue
                 if msg.generation != current:
                     self.metrics.acks_skipped.inc()
                     continue
                 self._client.ack(msg.mid, msg.qos)
                 self.metrics.acks.inc()
+
+
+class _Abandoned(Exception):
+    """Shutdown's grace is over while the writer waits for the database."""
 
 
 def _lab_device(topic: str) -> tuple[str | None, str | None]:

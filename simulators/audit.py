@@ -579,7 +579,7 @@ class _Api:
         return sum_counts(body["data"])
 
     def rejections(self, lab: str, since: datetime | None) -> int | None:
-        """Rejection rows of the lab received at or after `since`; None when the lab is a 404."""
+        """Rejected messages of the lab received at or after `since`; None when the lab is a 404."""
         path = f"/v1/labs/{quote(lab, safe='')}/rejections"
         params: dict[str, Any] = {"limit": REJECTION_PAGE}
         found = 0
@@ -591,7 +591,7 @@ class _Api:
             for row in body["data"]:
                 if since is not None and parse_rfc3339(row["received_at"]) < since:
                     return found
-                found += 1
+                found += row.get("count", 1)  # a row stands for `count` merged messages
             if not body.get("next"):
                 return found
             params["cursor"] = body["next"]

@@ -98,7 +98,8 @@ def start_worker(database_url: str, mqtt_broker: tuple[str, int], lab: str) -> I
     started: list[Worker] = []
 
     def start(**extra) -> Worker:
-        worker = Worker(worker_settings(database_url, mqtt_broker, lab, **extra))
+        url = extra.pop("database_url", database_url)
+        worker = Worker(worker_settings(url, mqtt_broker, lab, **extra))
         worker.start()
         started.append(worker)
         assert worker.wait_ready(10), "worker did not connect and subscribe"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +12,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -87,6 +91,20 @@ class Publisher:
         self.client.loop_stop()
 
 
+def form2_messages(lab: str, n: int, offset: int = 0) -> list[tuple[str, bytes]]:
+    """`n` form 2 messages of lab `lab`, one reading each, a second apart, spread on 5 devices."""
+    base = datetime(2026, 6, 1, tzinfo=UTC)
+    return [
+        (
+            f"livelab/{lab}/dev-{i % 5}/telemetry",
+            json.dumps(
+                {"ts": (base + timedelta(seconds=i)).isoformat(), "values": {"v": float(i)}}
+            ).encode(),
+        )
+        for i in range(offset, offset + n)
+    ]
+
+
 def count_readings(db: psycopg.Connection, lab: str) -> int:
     row = db.execute(
         "SELECT count(*) FROM readings r JOIN series s ON s.id = r.series_id WHERE s.lab = %s",
@@ -114,7 +132,6 @@ class PrivatePostgres:
         import os
         import shutil
         import tempfile
-        from pathlib import Path
 
         candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
         if not candidates:
@@ -224,3 +241,42 @@ def run_sim(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [sys.executable, "-m", "simulators", *args], capture_output=True, text=True, timeout=timeout
     )
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ingest"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        url = f"http://127.0.0.1:{self.env['LIVELAB_INGEST_HTTP_PORT']}/ready"
+
+        def ready() -> bool:
+            import urllib.request
+
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    return resp.status == 200
+            except OSError:
+                return False
+
+        wait_for(ready, timeout=30, what="worker /ready")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

@@ -128,3 +128,21 @@ def test_rejections_reach_the_lab_team_through_the_api(
             f"/v1/labs/{lab}/rejections", headers={"Authorization": f"Bearer {other}"}
         )
         assert hidden.status_code == 404
+
+
+def test_repeated_rejections_are_one_row_with_a_count_through_the_api(
+    start_worker, publisher, database_url: str, lab: str, db
+) -> None:
+    worker = start_worker(ingest_http_port=0)
+    topic = f"livelab/{lab}/broken/telemetry"
+    publisher.publish_many([(topic, b"not json %d" % i) for i in range(30)])
+    wait_for(lambda: worker.metrics.rejections._value.get() == 30, what="30 rejections stored")
+    key, _ = keys.create_key(db, "team", [lab])
+    with TestClient(create_app(Settings(database_url=database_url))) as client:
+        resp = client.get(f"/v1/labs/{lab}/rejections", headers={"Authorization": f"Bearer {key}"})
+        rows = resp.json()["data"]
+    assert sum(r["count"] for r in rows) == 30
+    assert len(rows) <= 2  # one row, or two where a merge interval ends during the test
+    first = rows[-1]
+    assert first["payload"] == "not json 0"
+    assert first["last_received_at"] >= first["received_at"]

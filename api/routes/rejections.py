@@ -30,12 +30,16 @@ async def rejections(
         str | None, Query(description="The `next` value of the previous page.", max_length=200)
     ] = None,
 ) -> RejectionPage:
-    """Recent rejected messages of the lab with the reason, newest first; `next` pages back."""
+    """Recent rejected messages of the lab with the reason, newest first; `next` pages back.
+
+    Repeats of one reason on one topic within a minute are one row with a `count`.
+    """
     before = None
     if cursor is not None:
         before = cursors.check_int(cursors.decode(cursor, int)[0], 2**63 - 1)
     cur = await conn.execute(
-        "SELECT id, received_at, topic, device, reason, rejected_count, payload, payload_size "
+        "SELECT id, received_at, topic, device, reason, rejected_count, payload, payload_size, "
+        "repeats, coalesce(last_received_at, received_at) "
         "FROM rejections WHERE lab = %(lab)s AND (%(before)s::bigint IS NULL OR id < %(before)s) "
         "ORDER BY id DESC LIMIT %(limit)s",
         {"lab": lab, "before": before, "limit": limit + 1},
@@ -53,6 +57,8 @@ async def rejections(
                 rejected_count=row[5],
                 payload=bytes(row[6]).decode("utf-8", "replace"),
                 payload_size=row[7],
+                count=row[8],
+                last_received_at=format_rfc3339(row[9]),
             )
             for row in rows[:limit]
         ],

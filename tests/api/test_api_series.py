@@ -182,6 +182,8 @@ def test_rejections_newest_first_paginated(
         "rejected_count": 4,
         "payload": '{"no2": "high-3"}\ufffd\ufffd',
         "payload_size": len(rows[3][2]) + 100,
+        "count": 1,
+        "last_received_at": "2026-06-01T00:03:00Z",
     }
     seen = [r["reason"] for r in first["data"]]
     cursor = first["next"]

@@ -7,96 +7,26 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from ingest.worker import Worker
 from schemas.migrate import migrate
 from tests.helpers import (
     Publisher,
+    WorkerProcess,
     count_readings,
     forget_session,
+    form2_messages,
     free_port,
     wait_for,
     worker_settings,
 )
-
-
-def _stream(lab: str, n: int, offset: int = 0) -> list[tuple[str, bytes]]:
-    base = datetime(2026, 6, 1, tzinfo=UTC)
-    return [
-        (
-            f"livelab/{lab}/dev-{i % 5}/telemetry",
-            json.dumps(
-                {"ts": (base + timedelta(seconds=i)).isoformat(), "values": {"v": float(i)}}
-            ).encode(),
-        )
-        for i in range(offset, offset + n)
-    ]
-
-
-class WorkerProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ingest"], env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        url = f"http://127.0.0.1:{self.env['LIVELAB_INGEST_HTTP_PORT']}/ready"
-
-        def ready() -> bool:
-            import urllib.request
-
-            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    return resp.status == 200
-            except OSError:
-                return False
-
-        wait_for(ready, timeout=30, what="worker /ready")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-@pytest.fixture
-def worker_env(database_url: str, lab: str, tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        LIVELAB_DATABASE_URL=database_url,
-        LIVELAB_MIGRATE="false",
-        LIVELAB_INGEST_CLIENT_ID=f"test-crash-{lab}",
-        LIVELAB_INGEST_TOPICS=f"livelab/{lab}/#",
-        LIVELAB_INGEST_SESSION_EXPIRY="300",
-        LIVELAB_INGEST_HTTP_PORT=str(free_port()),
-        LIVELAB_INGEST_BATCH_MESSAGES="100",
-        LIVELAB_LOG_LEVEL="INFO",
-    )
-    return env
 
 
 def test_worker_killed_mid_stream_loses_and_doubles_nothing(
@@ -107,11 +37,11 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(
     pub = Publisher(*mqtt_broker)
     try:
         worker.start()
-        pub.publish_many(_stream(lab, 4000))
+        pub.publish_many(form2_messages(lab, 4000))
         wait_for(lambda: count_readings(db, lab) > 0, what="first readings")
         worker.kill()  # SIGKILL: no shutdown code runs; un-acked messages stay with the broker
         stored_at_kill = count_readings(db, lab)
-        pub.publish_many(_stream(lab, 1000, offset=4000))  # queued in the worker's session
+        pub.publish_many(form2_messages(lab, 1000, offset=4000))  # queued in the worker's session
         worker.start()
         wait_for(lambda: count_readings(db, lab) >= 5000, timeout=60, what="all readings")
         time.sleep(0.5)  # anything doubled would arrive now
@@ -130,11 +60,11 @@ def test_broker_restart_loses_and_doubles_nothing(worker_env, private_broker, db
     try:
         worker.start()
         pub = Publisher(host, port)
-        pub.publish_many(_stream(lab, 2000))
+        pub.publish_many(form2_messages(lab, 2000))
         pub.close()
         restart()  # the worker loses its connection; its session survives in the broker
         pub = Publisher(host, port)
-        pub.publish_many(_stream(lab, 2000, offset=2000))
+        pub.publish_many(form2_messages(lab, 2000, offset=2000))
         pub.close()
         wait_for(lambda: count_readings(db, lab) >= 4000, timeout=60, what="all readings")
         time.sleep(0.5)
@@ -175,9 +105,9 @@ def test_database_restart_loses_and_doubles_nothing(
     assert worker.wait_ready(10)
     pub = Publisher(*mqtt_broker)
     try:
-        pub.publish_many(_stream(lab, 2000))
+        pub.publish_many(form2_messages(lab, 2000))
         private_postgres.stop()  # the worker's connection breaks; the server refuses new ones
-        pub.publish_many(_stream(lab, 2000, offset=2000))  # the broker holds them (un-acked)
+        pub.publish_many(form2_messages(lab, 2000, offset=2000))  # the broker holds them (un-acked)
         time.sleep(1.5)
         private_postgres.start()
         with psycopg.connect(url, autocommit=True) as db:
