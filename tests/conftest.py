@@ -129,46 +129,85 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         server.destroy()
 
 
-@pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[tuple[str, int, Any]]:
-    """A Mosquitto of this test's own (persistence on), and a function that restarts it."""
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        pytest.fail("mosquitto is not installed; run scripts/setup", pytrace=False)
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    # As root, mosquitto would switch to the 'mosquitto' user, which cannot write its
-    # persistence file in pytest's private tmp dir: keep it the current user.
-    user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-        f"persistence_location {tmp_path}/\nmax_queued_messages 1000000\n{user}"
-    )
-    procs: list[subprocess.Popen[bytes]] = []
+LIVELAB_MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "deploy/mosquitto/livelab.conf"
 
-    def listening() -> bool:
+
+class PrivateBroker:
+    """A Mosquitto of a test's own, persistence on, in `root`; extra `options` are appended.
+
+    `restart()` stops it cleanly (it saves its persistence file on exit) and starts it again;
+    `kill()` SIGKILLs it, as a crash would: only what it had saved survives `start()`.
+    """
+
+    def __init__(self, root: Path, options: str = "") -> None:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(exe).exists():
+            pytest.fail("mosquitto is not installed; run scripts/setup", pytrace=False)
+        self.exe = exe
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.conf = root / "mosquitto.conf"
+        self.db_file = root / "mosquitto.db"  # mosquitto's default persistence_file
+        # As root, mosquitto would switch to the 'mosquitto' user, which cannot write its
+        # persistence file in pytest's private tmp dir: keep it the current user.
+        user = "user root\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {root}/\n{user}{options}\n"
+        )
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _listening(self) -> bool:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((self.host, self.port), timeout=0.5).close()
             return True
         except OSError:
             return False
 
-    def start() -> None:
-        procs.append(
+    def start(self) -> None:
+        self.procs.append(
             subprocess.Popen(
-                [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                [self.exe, "-c", str(self.conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         )
-        wait_for(listening, timeout=10, what="private mosquitto")
+        wait_for(self._listening, timeout=10, what="private mosquitto")
 
-    def restart() -> None:
-        procs[-1].send_signal(signal.SIGTERM)  # mosquitto saves its persistence file on exit
-        procs[-1].wait(10)
-        start()
+    def restart(self) -> None:
+        self.procs[-1].send_signal(signal.SIGTERM)  # mosquitto saves its persistence file on exit
+        self.procs[-1].wait(10)
+        self.start()
 
-    start()
-    yield "127.0.0.1", port, restart
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-            p.wait(10)
+    def kill(self) -> None:
+        self.procs[-1].send_signal(signal.SIGKILL)  # no exit code runs: nothing more is saved
+        self.procs[-1].wait(10)
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[tuple[str, int, Any]]:
+    """A Mosquitto of this test's own (persistence on), and a function that restarts it."""
+    broker = PrivateBroker(tmp_path, "max_queued_messages 1000000")
+    try:
+        broker.start()
+        yield broker.host, broker.port, broker.restart
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def livelab_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A private Mosquitto with deploy/mosquitto/livelab.conf's options, the ones scripts/setup
+    installs and compose mounts; it can be restarted and killed."""
+    broker = PrivateBroker(tmp_path, LIVELAB_MOSQUITTO_CONF.read_text())
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
