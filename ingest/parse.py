@@ -74,7 +74,8 @@ class _Unreadable:
 
 
 # An integer longer than this is far beyond a 64-bit float (about 1.8e308) whatever its digits
-# are; it is never converted, so int()'s quadratic cost and its 4300-digit limit don't apply.
+# are; it is never converted, so int()'s quadratic cost and its digit limit (4300 by default,
+# at least 640 when lowered with PYTHONINTMAXSTRDIGITS) never apply.
 _MAX_INT_CHARS = 400
 _TOO_LARGE = _Unreadable("a number too large for a 64-bit float")
 
@@ -114,8 +115,13 @@ def _repeated(obj: dict[str, Any], where: str) -> str | None:
     return None
 
 
+# Built once: json.loads with any keyword builds a new decoder per call, which cost more than
+# the hooks do.
+_DECODER = json.JSONDecoder(parse_constant=_Unreadable, parse_int=_int, object_pairs_hook=_object)
+
+
 def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_Unreadable, parse_int=_int, object_pairs_hook=_object)
+    return _DECODER.decode(text)
 
 
 def _shown(text: str, limit: int = 80) -> str:
@@ -356,6 +362,7 @@ def _telemetry_time(ts: Any, received_at: datetime) -> datetime | str:
 
 SENML_BASE_FIELDS = ("bn", "bt", "bu", "bv")
 SENML_VALUE_FIELDS = ("v", "vb", "vs", "vd")
+_VALUE_LABELS = frozenset((*SENML_VALUE_FIELDS, "s"))  # a record with none is base fields only
 MAX_UNIT_CHARS = 64
 
 
@@ -415,7 +422,7 @@ def _senml(document: Any, out: _Collector, units: dict[tuple[str, str, str], str
         if not isinstance(record, dict):
             out.reject(f"{where}is {_kind(record)}, not a SenML record")
             continue
-        carries = 1 if "s" in record or any(k in record for k in SENML_VALUE_FIELDS) else 0
+        carries = 1 if not _VALUE_LABELS.isdisjoint(record) else 0
         problem = _repeated(record, where)
         if problem is not None:
             for label in SENML_BASE_FIELDS:
@@ -439,12 +446,15 @@ def _senml(document: Any, out: _Collector, units: dict[tuple[str, str, str], str
             if "n" in record or "t" in record:
                 out.reject(f"{where}has no value (v or vb)")
             continue  # a record of base fields only
-        uses = ("bn", "bt", "bv" if "v" in record else "", "" if "u" in record else "bu")
-        depends = next((broken[label] for label in uses if label in broken), None)
-        if depends is not None:
-            out.reject(f"{where}not stored: it depends on {depends}, which is invalid")
-            continue
+        if broken:
+            uses = ("bn", "bt", "bv" if "v" in record else "", "" if "u" in record else "bu")
+            depends = next((broken[label] for label in uses if label in broken), None)
+            if depends is not None:
+                out.reject(f"{where}not stored: it depends on {depends}, which is invalid")
+                continue
         _senml_record(record, where, base, out, units)
+    if not out.readings and not out.reasons:  # only base fields: nothing stored, nothing said
+        return "SenML pack carries no readings"
     return None
 
 
@@ -461,35 +471,38 @@ def _senml_record(
         out.reject(f"{where}n is {_kind(name)}, not a string")
         return
     sensor = base["bn"] + name
-    shown = _shown(sensor)
     value_keys = [k for k in SENML_VALUE_FIELDS if k in record]
     if len(value_keys) > 1:
-        out.reject(f"{where}sensor {shown} has more than one value ({', '.join(value_keys)})")
+        out.reject(
+            f"{where}sensor {_shown(sensor)} has more than one value ({', '.join(value_keys)})"
+        )
         return
     if "vs" in record or "vd" in record:
         kind = "string (vs)" if "vs" in record else "data (vd)"
-        out.reject(f"{where}sensor {shown} has a {kind} value; only numbers are stored")
+        out.reject(f"{where}sensor {_shown(sensor)} has a {kind} value; only numbers are stored")
         return
     value: float
     if "v" in record:
         if isinstance(record["v"], bool):
-            out.reject(f"{where}value of sensor {shown} is a boolean in 'v'; use 'vb'")
+            out.reject(f"{where}value of sensor {_shown(sensor)} is a boolean in 'v'; use 'vb'")
             return
         number = _number(record["v"])
         if isinstance(number, str):
-            out.reject(f"{where}value of sensor {shown} {number}")
+            out.reject(f"{where}value of sensor {_shown(sensor)} {number}")
             return
         value = number + base["bv"]
         if not math.isfinite(value):
-            out.reject(f"{where}value of sensor {shown} plus bv is beyond a 64-bit float")
+            out.reject(f"{where}value of sensor {_shown(sensor)} plus bv is beyond a 64-bit float")
             return
     elif "vb" in record:
         if not isinstance(record["vb"], bool):
-            out.reject(f"{where}vb of sensor {shown} is {_kind(record['vb'])}, not a boolean")
+            out.reject(
+                f"{where}vb of sensor {_shown(sensor)} is {_kind(record['vb'])}, not a boolean"
+            )
             return
         value = 1.0 if record["vb"] else 0.0
     else:
-        out.reject(f"{where}sensor {shown} has only a sum (s); no value is stored")
+        out.reject(f"{where}sensor {_shown(sensor)} has only a sum (s); no value is stored")
         return
     unit = base["bu"]
     if "u" in record:

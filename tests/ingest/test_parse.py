@@ -463,3 +463,11 @@ def test_long_key_lists_in_reasons_are_bounded() -> None:
     p = parse([{"n": "a", "v": 1, **labels}], topic=SENML)
     assert "and 495 more" in p.rejection.reason
     assert len(p.rejection.reason) < 1000
+
+
+@pytest.mark.parametrize("pack", [[{}], [{"bn": "x:", "bt": 1780311600}], [{"bver": 10}, {}]])
+def test_senml_pack_without_a_value_is_rejected(pack: list) -> None:
+    # Nothing stored and nothing rejected would be a message dropped in silence.
+    p = parse(pack, topic=SENML)
+    assert p.readings == []
+    assert "SenML pack carries no readings" in p.rejection.reason
