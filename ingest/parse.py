@@ -66,17 +66,76 @@ class Parsed:
     relative: bool = False
 
 
-class _NonFinite:
-    """Stands for NaN/Infinity in JSON input, so they are rejected per value, not per message."""
+class _Unreadable:
+    """Stands for a JSON number Python cannot hold: NaN, Infinity, or an integer of thousands
+    of digits (int() refuses more than 4300), so it is rejected per value, not per message."""
 
-    __slots__ = ("token",)
+    __slots__ = ("kind",)
 
-    def __init__(self, token: str) -> None:
-        self.token = token
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # what the value is, in words: "NaN", "a number too large"
+
+
+# An integer longer than this is far beyond a 64-bit float (about 1.8e308) whatever its digits
+# are; it is never converted, so int()'s quadratic cost and its digit limit (4300 by default,
+# at least 640 when lowered with PYTHONINTMAXSTRDIGITS) never apply.
+_MAX_INT_CHARS = 400
+_TOO_LARGE = _Unreadable("a number too large for a 64-bit float")
+
+
+def _int(text: str) -> int | _Unreadable:
+    return int(text) if len(text) <= _MAX_INT_CHARS else _TOO_LARGE
+
+
+class _Repeats(dict[str, Any]):
+    """A JSON object that repeats a key (the contract rejects it); `key` is the first repeat."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                self.key = key
+                break
+            seen.add(key)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of repeated keys in silence; this is the cheap way to see them:
+    # one dict() per object, and the slow path only when a key was repeated.
+    obj = dict(pairs)
+    return obj if len(obj) == len(pairs) else _Repeats(pairs)
+
+
+def _repeated(obj: dict[str, Any], where: str) -> str | None:
+    """A reason when `obj` repeats a key, else None."""
+    if type(obj) is _Repeats:
+        return (
+            f"{where}key {_shown(obj.key)} appears more than once; an object must not repeat a key"
+        )
+    return None
+
+
+# Built once: json.loads with any keyword builds a new decoder per call, which cost more than
+# the hooks do.
+_DECODER = json.JSONDecoder(parse_constant=_Unreadable, parse_int=_int, object_pairs_hook=_object)
 
 
 def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_NonFinite)
+    return _DECODER.decode(text)
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """`text` quoted for a reason, shortened; repr() escapes control and surrogate characters."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _listed(keys: list[str], limit: int = 5) -> str:
+    """A sorted list of keys for a reason, at most `limit` of them."""
+    shown = "[" + ", ".join(_shown(k, 40) for k in keys[:limit]) + "]"
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def _kind(value: Any) -> str:
@@ -90,8 +149,8 @@ def _kind(value: Any) -> str:
         return "an array"
     if isinstance(value, dict):
         return "an object"
-    if isinstance(value, _NonFinite):
-        return value.token
+    if isinstance(value, _Unreadable):
+        return value.kind
     return type(value).__name__
 
 
@@ -107,8 +166,10 @@ def _number(value: Any) -> float | str:
         if not math.isfinite(number):
             return "is not a finite number"
         return number
-    if isinstance(value, _NonFinite):
-        return f"is {value.token}, not a finite number"
+    if isinstance(value, _Unreadable):
+        return (
+            f"is {value.kind}" if value is _TOO_LARGE else f"is {value.kind}, not a finite number"
+        )
     return f"is {_kind(value)}, not a number"
 
 
@@ -233,6 +294,10 @@ def _telemetry(document: Any, out: _Collector) -> str | None:
         if not isinstance(element, dict):
             out.reject(f"{where}is {_kind(element)}, not an object of readings")
             continue
+        repeated = _repeated(element, where)
+        if repeated is not None:
+            out.reject(repeated, _count(element))
+            continue
         if "values" in element or "ts" in element:
             _timestamped(element, out, where)
         else:
@@ -255,13 +320,17 @@ def _timestamped(element: dict[str, Any], out: _Collector, where: str) -> None:
     extra = sorted(set(element) - {"ts", "values"})
     if extra:
         out.reject(
-            f"{where}unexpected keys {extra} beside 'ts' and 'values' "
+            f"{where}unexpected keys {_listed(extra)} beside 'ts' and 'values' "
             '(a timestamped reading is {"ts": T, "values": {...}})',
             count,
         )
         return
     if not isinstance(values, dict):
         out.reject(f"{where}'values' is {_kind(values)}, not an object of readings", count)
+        return
+    repeated = _repeated(values, f"{where}'values': ")
+    if repeated is not None:
+        out.reject(repeated, count)
         return
     when = _telemetry_time(element.get("ts"), out.received_at) if "ts" in element else None
     if when is None:
@@ -298,6 +367,40 @@ def _telemetry_time(ts: Any, received_at: datetime) -> datetime | str:
 
 # -- SenML (RFC 8428, JSON) ---------------------------------------------------------------------
 
+SENML_BASE_FIELDS = ("bn", "bt", "bu", "bv")
+SENML_VALUE_FIELDS = ("v", "vb", "vs", "vd")
+_VALUE_LABELS = frozenset((*SENML_VALUE_FIELDS, "s"))  # a record with none is base fields only
+MAX_UNIT_CHARS = 64
+
+
+def _finite(label: str, value: Any) -> float | str:
+    """A SenML time or base value as a finite float, or a reason (a boolean is not a number)."""
+    if isinstance(value, bool):
+        return f"{label} is a boolean, not a number"
+    number = _number(value)
+    return f"{label} {number}" if isinstance(number, str) else number
+
+
+def _unit_problem(label: str, unit: Any) -> str | None:
+    if not isinstance(unit, str):
+        return f"{label} is {_kind(unit)}, not a string"
+    if len(unit) > MAX_UNIT_CHARS or not unit.isprintable():
+        return (
+            f"{label} {_shown(unit)} is not valid: a unit is at most {MAX_UNIT_CHARS} printable "
+            "characters"
+        )
+    return None
+
+
+def _senml_base(label: str, value: Any) -> tuple[Any, str | None]:
+    """A base field's value, or a reason why it is invalid."""
+    if label == "bn":
+        return value, None if isinstance(value, str) else f"bn is {_kind(value)}, not a string"
+    if label == "bu":
+        return value, _unit_problem("bu", value)
+    number = _finite(label, value)
+    return (None, number) if isinstance(number, str) else (number, None)
+
 
 def _senml(document: Any, out: _Collector, units: dict[tuple[str, str, str], str]) -> str | None:
     if not isinstance(document, list):
@@ -313,85 +416,125 @@ def _senml(document: Any, out: _Collector, units: dict[tuple[str, str, str], str
     # rejected. livelab understands none.
     must = sorted({k for r in document if isinstance(r, dict) for k in r if k.endswith("_")})
     if must:
-        return f"SenML pack uses must-understand labels {must} that livelab does not support"
-    base_name, base_time, base_unit, base_value = "", 0.0, None, None
+        return (
+            f"SenML pack uses must-understand labels {_listed(must)} that livelab does not support"
+        )
+    # Base fields apply to their record and every later one (RFC 8428 section 4.1). One that is
+    # invalid (or repeated) leaves every later record that uses it unreadable, until a valid one
+    # replaces it: storing those records without their base would store wrong data.
+    base: dict[str, Any] = {"bn": "", "bt": 0.0, "bu": None, "bv": 0.0}
+    broken: dict[str, str] = {}  # base field -> "bv of record 3" while it is invalid
     for index, record in enumerate(document):
         where = f"record {index}: "
         if not isinstance(record, dict):
             out.reject(f"{where}is {_kind(record)}, not a SenML record")
             continue
-        # Base fields apply to this record and every later one (RFC 8428 section 4.1).
-        if "bn" in record:
-            if not isinstance(record["bn"], str):
-                out.reject(f"{where}bn is {_kind(record['bn'])}, not a string")
-                continue
-            base_name = record["bn"]
-        if "bt" in record:
-            bt = _number(record["bt"])
-            if isinstance(bt, str) or isinstance(record["bt"], bool):
-                out.reject(f"{where}bt {bt if isinstance(bt, str) else 'is a boolean'}")
-                continue
-            base_time = bt
-        if "bu" in record:
-            base_unit = record["bu"] if isinstance(record["bu"], str) else None
-        if "bv" in record:
-            bv = _number(record["bv"])
-            base_value = None if isinstance(bv, str) else bv
-        value_keys = [k for k in ("v", "vb", "vs", "vd") if k in record]
-        if not value_keys and "s" not in record:
+        carries = 1 if not _VALUE_LABELS.isdisjoint(record) else 0
+        problem = _repeated(record, where)
+        if problem is not None:
+            for label in SENML_BASE_FIELDS:
+                if label in record:
+                    broken[label] = f"{label} of record {index}"
+            out.reject(problem, carries)
+            continue
+        for label in SENML_BASE_FIELDS:
+            if label in record:
+                value, invalid = _senml_base(label, record[label])
+                if invalid is None:
+                    base[label] = value
+                    broken.pop(label, None)
+                else:
+                    broken[label] = f"{label} of record {index}"
+                    problem = problem or f"{where}{invalid}"
+        if problem is not None:
+            out.reject(problem, carries)
+            continue
+        if not carries:
             if "n" in record or "t" in record:
                 out.reject(f"{where}has no value (v or vb)")
             continue  # a record of base fields only
-        name = record.get("n", "")
-        if not isinstance(name, str):
-            out.reject(f"{where}n is {_kind(name)}, not a string")
-            continue
-        sensor = base_name + name
-        if "vs" in record or "vd" in record:
-            kind = "string (vs)" if "vs" in record else "data (vd)"
-            out.reject(f"{where}sensor {sensor!r} has a {kind} value; only numbers are stored")
-            continue
-        if "v" in record:
-            value: Any = record["v"]
-            if isinstance(value, bool):
-                out.reject(f"{where}value of sensor {sensor!r} is a boolean in 'v'; use 'vb'")
+        if broken:
+            uses = ("bn", "bt", "bv" if "v" in record else "", "" if "u" in record else "bu")
+            depends = next((broken[label] for label in uses if label in broken), None)
+            if depends is not None:
+                out.reject(f"{where}not stored: it depends on {depends}, which is invalid")
                 continue
-            number = _number(value)
-            if isinstance(number, str):
-                out.reject(f"{where}value of sensor {sensor!r} {number}")
-                continue
-            value = number + (base_value or 0.0)
-        elif "vb" in record:
-            if not isinstance(record["vb"], bool):
-                out.reject(
-                    f"{where}vb of sensor {sensor!r} is {_kind(record['vb'])}, not a boolean"
-                )
-                continue
-            value = record["vb"]
-        else:
-            out.reject(f"{where}sensor {sensor!r} has only a sum (s); no value is stored")
-            continue
-        t = record.get("t", 0.0)
-        t_number = _number(t)
-        if isinstance(t_number, str) or isinstance(t, bool):
-            out.reject(f"{where}t {t_number if isinstance(t_number, str) else 'is a boolean'}")
-            continue
-        seconds = base_time + t_number
-        try:
-            if abs(seconds) < SENML_RELATIVE_LIMIT:
-                when = out.received_at + timedelta(seconds=seconds)
-                out.relative = True
-            else:
-                when = from_epoch_ms(seconds * 1000.0)
-        except (ValueError, OverflowError):
-            out.reject(f"{where}time {seconds!r} s is out of range")
-            continue
-        problem = out.check_time(when)
-        if problem:
-            out.reject(f"{where}{problem}")
-            continue
-        if out.add(sensor, value, when, where):
-            unit = record.get("u", base_unit)
-            if isinstance(unit, str) and unit:
-                units[(out.lab, out.device, sensor)] = unit[:64]
+        _senml_record(record, where, base, out, units)
+    if not out.readings and not out.reasons:  # only base fields: nothing stored, nothing said
+        return "SenML pack carries no readings"
     return None
+
+
+def _senml_record(
+    record: dict[str, Any],
+    where: str,
+    base: dict[str, Any],
+    out: _Collector,
+    units: dict[tuple[str, str, str], str],
+) -> None:
+    """Store or reject one record that carries a value; `base` holds valid base fields."""
+    name = record.get("n", "")
+    if not isinstance(name, str):
+        out.reject(f"{where}n is {_kind(name)}, not a string")
+        return
+    sensor = base["bn"] + name
+    value_keys = [k for k in SENML_VALUE_FIELDS if k in record]
+    if len(value_keys) > 1:
+        out.reject(
+            f"{where}sensor {_shown(sensor)} has more than one value ({', '.join(value_keys)})"
+        )
+        return
+    if "vs" in record or "vd" in record:
+        kind = "string (vs)" if "vs" in record else "data (vd)"
+        out.reject(f"{where}sensor {_shown(sensor)} has a {kind} value; only numbers are stored")
+        return
+    value: float
+    if "v" in record:
+        if isinstance(record["v"], bool):
+            out.reject(f"{where}value of sensor {_shown(sensor)} is a boolean in 'v'; use 'vb'")
+            return
+        number = _number(record["v"])
+        if isinstance(number, str):
+            out.reject(f"{where}value of sensor {_shown(sensor)} {number}")
+            return
+        value = number + base["bv"]
+        if not math.isfinite(value):
+            out.reject(f"{where}value of sensor {_shown(sensor)} plus bv is beyond a 64-bit float")
+            return
+    elif "vb" in record:
+        if not isinstance(record["vb"], bool):
+            out.reject(
+                f"{where}vb of sensor {_shown(sensor)} is {_kind(record['vb'])}, not a boolean"
+            )
+            return
+        value = 1.0 if record["vb"] else 0.0
+    else:
+        out.reject(f"{where}sensor {_shown(sensor)} has only a sum (s); no value is stored")
+        return
+    unit = base["bu"]
+    if "u" in record:
+        problem = _unit_problem("u", record["u"])
+        if problem is not None:
+            out.reject(f"{where}{problem}")
+            return
+        unit = record["u"]
+    t = _finite("t", record["t"]) if "t" in record else 0.0
+    if isinstance(t, str):
+        out.reject(f"{where}{t}")
+        return
+    seconds = base["bt"] + t
+    try:
+        if abs(seconds) < SENML_RELATIVE_LIMIT:
+            when = out.received_at + timedelta(seconds=seconds)
+            out.relative = True
+        else:
+            when = from_epoch_ms(seconds * 1000.0)
+    except (ValueError, OverflowError):
+        out.reject(f"{where}time {seconds!r} s is out of range")
+        return
+    problem = out.check_time(when)
+    if problem:
+        out.reject(f"{where}{problem}")
+        return
+    if out.add(sensor, value, when, where) and unit:
+        units[(out.lab, out.device, sensor)] = unit

@@ -14,6 +14,8 @@ Decisions that ingest follows too (they make the forms unambiguous):
   form 1, and ``ts`` in it is an error, not a sensor.
 - A value is a finite number or ``true``/``false`` (stored as 1/0). NaN and Infinity are not
   JSON (RFC 8259), so `encode` refuses them.
+- An object must not repeat a key (ingest rejects it, naming the key); a dict cannot, so the
+  builders here never do.
 - A message is at most `MAX_PAYLOAD_BYTES` of UTF-8 and carries at most
   `MAX_READINGS_PER_MESSAGE` readings.
 

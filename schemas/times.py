@@ -8,9 +8,12 @@ from datetime import UTC, datetime, timedelta, timezone
 
 # RFC 3339 date-time: full date, 'T' (or 't' / space is NOT allowed here), full time with a
 # mandatory offset ('Z' or +hh:mm). datetime.fromisoformat alone would also take naive times,
-# week dates and other ISO 8601 forms that the contract does not allow.
+# week dates and other ISO 8601 forms that the contract does not allow. DIGIT is ASCII 0-9
+# (RFC 3339 uses RFC 5234's core rules): without re.ASCII, `\d` would also take fullwidth or
+# Arabic-Indic digits, which int() reads happily.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -43,9 +46,9 @@ def parse_rfc3339(text: str) -> datetime:
         dt = datetime(
             int(year), int(month), int(day), int(hour), int(minute), 59 if leap else sec, micro, tz
         )
-    except ValueError as exc:
+        return dt + timedelta(seconds=1) if leap else dt
+    except (ValueError, OverflowError) as exc:  # OverflowError: 9999-12-31T23:59:60Z
         raise ValueError(f"{text[:64]!r} is not a valid date and time: {exc}") from None
-    return dt + timedelta(seconds=1) if leap else dt
 
 
 def from_epoch_ms(ms: float) -> datetime:

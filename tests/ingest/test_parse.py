@@ -282,3 +282,210 @@ def test_senml_record_problems_keep_the_rest() -> None:
     assert "record 0: value of sensor 'a' is a string" in p.rejection.reason
     assert "record 1: vb of sensor 'b' is int, not a boolean" in p.rejection.reason
     assert "record 2: t is a string" in p.rejection.reason
+
+
+# -- Input that once escaped the rules (issue 7) ----------------------------------------------
+
+
+def test_integer_beyond_python_digit_limit_is_a_rejection_not_a_crash() -> None:
+    # More than sys.get_int_max_str_digits() (4300) digits: int() raises ValueError, which is
+    # not a JSONDecodeError.
+    p = parse(b'{"x": ' + b"9" * 5000 + b', "y": 2}')
+    assert values(p) == [("y", NOW, 2.0)]
+    assert p.rejection is not None
+    assert p.rejection.rejected_count == 1
+    assert "value of sensor 'x' is a number too large" in p.rejection.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"ts": -' + b"1" * 5000 + b', "values": {"a": 1}}', "ts is a number too large"),
+        (
+            b'[{"n": "a", "v": 1, "t": ' + b"1" * 5000 + b"}]",
+            "record 0: t is a number too large",
+        ),
+        (b'[{"bt": ' + b"1" * 5000 + b', "n": "a", "v": 1}]', "record 0: bt is a number too"),
+        (b"1" * 5000, "payload is a number too large"),
+    ],
+)
+def test_huge_integers_anywhere(raw: bytes, reason: str) -> None:
+    p = parse(raw, topic=SENML if raw.startswith(b"[") else TOPIC)
+    assert p.readings == []
+    assert reason in p.rejection.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "kept"),
+    [
+        (b'{"a": 1, "b": 2, "a": 3}', "key 'a' appears more than once", []),
+        (b'{"values": {"a": 1, "a": 2}}', "'values': key 'a' appears more than once", []),
+        (
+            b'{"ts": 1780311600000, "values": {"a": 1}, "ts": 1780311660000}',
+            "key 'ts' appears more than once",
+            [],
+        ),
+        (
+            b'[{"b": 1}, {"a": 1, "a": 2}, {"values": {"c": 1, "c": 1}}]',
+            "element 1: key 'a' appears more than once",
+            [("b", NOW, 1.0)],
+        ),
+    ],
+)
+def test_repeated_keys_are_rejected_naming_the_key(
+    raw: bytes, reason: str, kept: list[tuple[str, datetime, float]]
+) -> None:
+    p = parse(raw)
+    assert values(p) == kept
+    assert reason in p.rejection.reason
+
+
+def test_repeated_keys_count_the_readings_not_stored() -> None:
+    p = parse(b'[{"b": 1}, {"a": 1, "a": 2, "c": 3}, {"values": {"d": 1, "d": 1, "e": 0}}]')
+    assert values(p) == [("b", NOW, 1.0)]
+    assert p.rejection.rejected_count == 4
+    assert "element 2: 'values': key 'd' appears more than once" in p.rejection.reason
+
+
+def test_repeated_key_in_a_senml_record() -> None:
+    p = parse(b'[{"n": "a", "v": 1, "v": 2}, {"n": "b", "v": 3}]', topic=SENML)
+    assert values(p) == [("b", NOW, 3.0)]
+    assert p.rejection.rejected_count == 1
+    assert "record 0: key 'v' appears more than once" in p.rejection.reason
+
+
+def test_repeated_base_field_leaves_later_records_without_a_base() -> None:
+    # Which bn is meant is unknown, so the records after it cannot be named: rejected too.
+    raw = b'[{"bn": "x:", "bn": "y:"}, {"n": "a", "v": 1}, {"bn": "z:", "n": "b", "v": 2}]'
+    p = parse(raw, topic=SENML)
+    assert values(p) == [("z:b", NOW, 2.0)]
+    assert p.rejection.rejected_count == 1
+    assert "record 0: key 'bn' appears more than once" in p.rejection.reason
+    assert "record 1: not stored: it depends on bn of record 0, which is invalid" in (
+        p.rejection.reason
+    )
+
+
+@pytest.mark.parametrize(
+    ("base", "reason"),
+    [
+        ({"bv": "10"}, "record 0: bv is a string, not a number"),
+        ({"bv": True}, "record 0: bv is a boolean, not a number"),
+        ({"bv": None}, "record 0: bv is null, not a number"),
+        ({"bu": 5}, "record 0: bu is int, not a string"),
+        ({"bu": "\u0000"}, "record 0: bu '\\x00' is not valid"),
+        ({"bn": 5}, "record 0: bn is int, not a string"),
+        ({"bt": "1780311600"}, "record 0: bt is a string, not a number"),
+        ({"bt": False}, "record 0: bt is a boolean, not a number"),
+    ],
+)
+def test_invalid_base_field_rejects_every_record_that_uses_it(base: dict, reason: str) -> None:
+    pack = [
+        {**base, "n": "a", "v": 1},
+        {"n": "b", "v": 2},
+        {"n": "c", "v": 3, "u": "Cel", "t": -1},
+    ]
+    p = parse(pack, topic=SENML)
+    # Only a bu that the record itself overrides with u leaves a record usable.
+    expected = [("c", NOW - timedelta(seconds=1), 3.0)] if "bu" in base else []
+    assert values(p) == expected
+    assert reason in p.rejection.reason
+    field = next(iter(base))
+    assert f"record 1: not stored: it depends on {field} of record 0, which is invalid" in (
+        p.rejection.reason
+    )
+    assert p.rejection.rejected_count == 3 - len(expected)
+
+
+def test_bv_does_not_reach_boolean_records_and_a_fixed_base_counts_again() -> None:
+    pack = [
+        {"bv": "x"},
+        {"n": "door", "vb": True},
+        {"n": "a", "v": 1},
+        {"bv": 10, "n": "b", "v": 1},
+    ]
+    p = parse(pack, topic=SENML)
+    assert values(p) == [("door", NOW, 1.0), ("b", NOW, 11.0)]
+    assert p.rejection.rejected_count == 1
+    assert "record 0: bv is a string, not a number" in p.rejection.reason
+
+
+@pytest.mark.parametrize(
+    ("unit", "reason"),
+    [
+        (5, "u is int, not a string"),
+        ("\ud800", "u '\\ud800' is not valid"),
+        ("dB\u0000", "u 'dB\\x00' is not valid"),
+        ("x" * 65, f"u {'x' * 65!r} is not valid: a unit is at most 64 printable characters"),
+    ],
+)
+def test_invalid_unit_rejects_the_record(unit: object, reason: str) -> None:
+    raw = json.dumps([{"n": "a", "u": unit, "v": 1}, {"n": "b", "u": "x" * 64, "v": 2}])
+    p = parse(raw.encode(), topic=SENML)
+    assert values(p) == [("b", NOW, 2.0)]
+    assert p.units == {("oceanhamnen", "aq-01", "b"): "x" * 64}
+    assert f"record 0: {reason}" in p.rejection.reason
+
+
+def test_senml_record_with_two_values_is_rejected() -> None:
+    p = parse([{"n": "a", "v": 1, "vb": True}, {"n": "b", "v": 2}], topic=SENML)
+    assert values(p) == [("b", NOW, 2.0)]
+    assert "record 0: sensor 'a' has more than one value (v, vb)" in p.rejection.reason
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "\uff12\uff10\uff12\uff16-06-01T11:00:00Z",  # fullwidth digits
+        "2026-06-01T11:00:00.\u0661\u0662\u0663Z",  # Arabic-Indic digits in the fraction
+        "2026-06-01T11:00:00+0\u0662:00",
+    ],
+)
+def test_non_ascii_digits_in_ts_are_rejected(ts: str) -> None:
+    p = parse({"ts": ts, "values": {"a": 1}})
+    assert p.readings == []
+    assert "not an RFC 3339 timestamp" in p.rejection.reason
+
+
+def test_leap_second_at_the_end_of_time_is_a_rejection() -> None:
+    p = parse({"ts": "9999-12-31T23:59:60Z", "values": {"a": 1}})
+    assert p.readings == []
+    assert "ts '9999-12-31T23:59:60Z' is not a valid date and time" in p.rejection.reason
+
+
+def test_long_key_lists_in_reasons_are_bounded() -> None:
+    extra = {f"k{i:04}" + "x" * 100: 1 for i in range(500)}
+    p = parse({"values": {"a": 1}, **extra})
+    assert "unexpected keys ['k0000" in p.rejection.reason
+    assert "and 495 more" in p.rejection.reason
+    assert len(p.rejection.reason) < 1000
+    labels = {f"x{i}_": 1 for i in range(500)}
+    p = parse([{"n": "a", "v": 1, **labels}], topic=SENML)
+    assert "and 495 more" in p.rejection.reason
+    assert len(p.rejection.reason) < 1000
+
+
+@pytest.mark.parametrize("pack", [[{}], [{"bn": "x:", "bt": 1780311600}], [{"bver": 10}, {}]])
+def test_senml_pack_without_a_value_is_rejected(pack: list) -> None:
+    # Nothing stored and nothing rejected would be a message dropped in silence.
+    p = parse(pack, topic=SENML)
+    assert p.readings == []
+    assert "SenML pack carries no readings" in p.rejection.reason
+
+
+@pytest.mark.parametrize(
+    ("topic_format", "payload", "relative"),
+    [
+        ("telemetry", {"no2": 1}, True),  # form 1: the receive time
+        ("telemetry", {"ts": "2026-06-01T11:59:00Z", "values": {"no2": 1}}, False),
+        ("telemetry", [{"ts": 1780315140000, "values": {"a": 1}}, {"b": 2}], True),
+        ("senml", [{"n": "t", "v": 1}], True),  # relative time (bt + t below 2**28)
+        ("senml", [{"n": "t", "v": 1, "t": 1780315140}], False),
+    ],
+)
+def test_parsed_says_when_the_receive_time_was_used(topic_format, payload, relative):
+    # ingest.receipts relies on this: a redelivery of such a message reuses its first time.
+    topic = f"livelab/lab-1/dev-1/{topic_format}"
+    parsed = parse_message(topic, json.dumps(payload).encode(), NOW)
+    assert parsed.readings and parsed.rejection is None
+    assert parsed.relative is relative
