@@ -1,14 +1,17 @@
 """The ingest worker: MQTT in, TimescaleDB out, acknowledge only what is committed.
 
 Threads:
-- paho's network thread runs `_on_message`, which only stamps the message with its receive time
-  and the current connection's generation and puts it on a bounded queue. A full queue blocks
-  that thread, so the worker stops reading from the broker (backpressure); nothing is dropped.
-  For QoS 1 the broker's own flow control (MQTT 5 Receive Maximum) bounds what is in flight.
-- the writer thread takes batches off the queue, parses them (`ingest.parse`), stores readings
-  and rejections in one transaction (`ingest.store`), and only then acknowledges each QoS 1
-  message (paho ``manual_ack``). A worker that dies before that gets the messages again from
-  its persistent session, and the (series, time) key makes the second store change nothing.
+- the MQTT thread (`ingest.mqtt.Link`) drives paho: it reads every complete packet the socket
+  has per wake-up and hands that wake-up's messages to the worker as one list (`_deliver`),
+  stamped with the receive time and the current connection's generation. While the inbox is
+  full it stops reading from the socket (backpressure: TCP pushes back to the broker); nothing
+  is dropped. For QoS 1 the broker's own flow control (MQTT 5 Receive Maximum) bounds what is
+  in flight.
+- the writer thread takes batches from the inbox, parses them (`ingest.parse`), stores
+  readings and rejections in one transaction (`ingest.store`), and only then hands the batch's
+  QoS 1 packet ids to the MQTT thread, which writes their PUBACKs in one send. A worker that
+  dies before that gets the messages again from its persistent session, and the (series, time)
+  key (with receipts for form 1, `ingest.receipts`) makes the second store change nothing.
 
 Acks carry the generation of the connection a message came in on: after a reconnect the broker
 redelivers what was not acknowledged, with packet ids that belong to the new connection, so an
@@ -18,16 +21,15 @@ ack for an old message must not be sent (see MQTT 5 section 4.4, message deliver
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -37,6 +39,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from ingest import receipts
 from ingest.errors import StorageRefused, StorageUnavailable
 from ingest.metrics import Metrics, serve_http
+from ingest.mqtt import Inbound, Link
 from ingest.parse import Parsed, Rejection, parse_message
 from ingest.settings import Settings
 from ingest.store import Receipt, RejectionRow, Store, Timeouts
@@ -46,6 +49,7 @@ from schemas.names import TopicError, parse_topic
 log = logging.getLogger("livelab.ingest")
 
 TRIM_INTERVAL = 300.0  # seconds between two rounds of rejection retention
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Stopped(Exception):
@@ -69,6 +73,60 @@ class Incoming:
         return receipts.digest(self.topic, self.payload)
 
 
+class _Inbox:
+    """Lists of messages from the MQTT thread, for the writer; `room()` bounds it softly."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._chunks: deque[list[Incoming]] = deque()
+        self._count = 0
+        self._ready = threading.Condition()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def room(self) -> bool:
+        return self._count < self.capacity
+
+    def put(self, chunk: list[Incoming]) -> None:
+        with self._ready:
+            self._chunks.append(chunk)
+            self._count += len(chunk)
+            self._ready.notify()
+
+    def oldest(self) -> float | None:
+        """When the oldest waiting message arrived (time.monotonic()), if any."""
+        with self._ready:
+            return self._chunks[0][0].arrived if self._chunks else None
+
+    def take(self, limit: int, linger: float, wait: float = 0.2) -> list[Incoming]:
+        """Up to about `limit` messages; waits `wait` for the first, then `linger` for more."""
+        batch: list[Incoming] = []
+        deadline: float | None = None
+        with self._ready:
+            while True:
+                while self._chunks and len(batch) < limit:
+                    chunk = self._chunks.popleft()
+                    room = limit - len(batch)
+                    if len(chunk) > room:  # split: the rest waits in front
+                        self._chunks.appendleft(chunk[room:])
+                        chunk = chunk[:room]
+                    batch.extend(chunk)
+                    self._count -= len(chunk)
+                if len(batch) >= limit:
+                    return batch
+                now = time.monotonic()
+                if not batch:
+                    if deadline is None:
+                        deadline = now + wait
+                elif deadline is None or deadline > now + linger:
+                    deadline = now + linger
+                remaining = deadline - now
+                timed_out = remaining <= 0 or not self._ready.wait(remaining)
+                if timed_out and not self._chunks:
+                    return batch
+
+
 class Worker:
     """One ingest worker. `start()` returns once it runs; `stop()` finishes queued work."""
 
@@ -76,8 +134,8 @@ class Worker:
         self.settings = settings
         self.metrics = Metrics()
         self._limits = settings.limits
-        self._queue: queue.Queue[Incoming] = queue.Queue(
-            maxsize=max(2 * settings.ingest_receive_maximum, settings.ingest_batch_messages)
+        self._inbox = _Inbox(
+            max(2 * settings.ingest_receive_maximum, settings.ingest_batch_messages)
         )
         self._store = Store(
             settings.database_url,
@@ -86,8 +144,6 @@ class Worker:
                 lock=settings.ingest_db_lock_timeout,
             ),
         )
-        self._generation = 0
-        self._gen_lock = threading.Lock()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._stopping = threading.Event()
@@ -97,10 +153,11 @@ class Worker:
         self._busy_since: float | None = None  # arrival of the oldest message being stored
         self._next_trim = 0.0
         self._qos0_dropped = 0
+        self._last_received_us = 0  # the last receive time handed out (µs since the epoch)
         self.failed = threading.Event()  # set when the writer thread died
         self._writer: threading.Thread | None = None
         self._http: ThreadingHTTPServer | None = None
-        self._client = self._make_client()
+        self._link = self._make_link()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -115,9 +172,6 @@ class Worker:
             log.info("metrics and health on http://%s:%d/metrics", *self._http.server_address[:2])
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self._writer.start()
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = s.ingest_session_expiry
-        props.ReceiveMaximum = s.ingest_receive_maximum
         log.info(
             "connecting to MQTT broker %s:%d as %r (persistent session, %d s expiry)",
             s.mqtt_host,
@@ -125,16 +179,9 @@ class Worker:
             s.ingest_client_id,
             s.ingest_session_expiry,
         )
-        # connect_async + loop_start: paho keeps retrying the first connection and reconnects
-        # after every loss, with the same client id and clean_start=False (session resumed).
-        self._client.connect_async(
-            s.mqtt_host,
-            s.mqtt_port,
-            keepalive=s.mqtt_keepalive,
-            clean_start=False,
-            properties=props,
-        )
-        self._client.loop_start()
+        # The link keeps retrying the first connection and reconnects after every loss, with
+        # the same client id and clean_start=False (session resumed).
+        self._link.start()
 
     def request_stop(self) -> None:
         """Ask a worker that is still starting (or running) to stop; safe in a signal handler."""
@@ -149,7 +196,7 @@ class Worker:
         logged, never silently dropped.
         """
         grace = self.settings.ingest_shutdown_grace if grace is None else grace
-        log.info("stopping: finishing %d queued messages", self._queue.qsize())
+        log.info("stopping: finishing %d queued messages", len(self._inbox))
         self._stopping.set()
         if self._writer is not None:
             self._writer.join(grace)
@@ -163,8 +210,7 @@ class Worker:
                 "most once; publish at QoS 1 to have the broker keep them)",
                 self._qos0_dropped,
             )
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._link.stop()  # sends the acks still pending, then DISCONNECT (the session stays)
         self._store.close()
         if self._http is not None:
             self._http.shutdown()
@@ -201,10 +247,9 @@ class Worker:
     def _oldest_wait(self) -> float:
         """Seconds the oldest message not yet committed has waited (0 when there is none)."""
         oldest = self._busy_since
-        with self._queue.mutex:
-            if self._queue.queue:
-                head = self._queue.queue[0].arrived
-                oldest = head if oldest is None else min(oldest, head)
+        head = self._inbox.oldest()
+        if head is not None:
+            oldest = head if oldest is None else min(oldest, head)
         return 0.0 if oldest is None else time.monotonic() - oldest
 
     def _migrate(self) -> None:
@@ -228,23 +273,28 @@ class Worker:
 
     # -- MQTT (paho's thread) ----------------------------------------------------------------
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_link(self) -> Link:
         s = self.settings
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.ingest_client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = s.ingest_session_expiry
+        props.ReceiveMaximum = s.ingest_receive_maximum
+        credentials = None
         if s.mqtt_username:
             password = s.mqtt_password.get_secret_value() if s.mqtt_password else None
-            client.username_pw_set(s.mqtt_username, password)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        return client
+            credentials = (s.mqtt_username, password)
+        link = Link(
+            self,
+            client_id=s.ingest_client_id,
+            host=s.mqtt_host,
+            port=s.mqtt_port,
+            keepalive=s.mqtt_keepalive,
+            connect_properties=props,
+            credentials=credentials,
+        )
+        link.client.on_connect = self._on_connect
+        link.client.on_disconnect = self._on_disconnect
+        link.client.on_subscribe = self._on_subscribe
+        return link
 
     def _on_connect(
         self,
@@ -257,8 +307,7 @@ class Worker:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
-        with self._gen_lock:
-            self._generation += 1
+        self._link.note_connected(True)
         self.metrics.connects.inc()
         self.metrics.connected.set(1)
         self._connected.set()
@@ -297,8 +346,7 @@ class Worker:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        with self._gen_lock:
-            self._generation += 1
+        self._link.note_connected(False)
         self._connected.clear()
         self._subscribed.clear()
         self.metrics.disconnects.inc()
@@ -308,39 +356,35 @@ class Worker:
         else:
             log.warning("lost the broker connection (%s); reconnecting", reason)
 
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        received_at = datetime.now(UTC)
+    # -- the MQTT thread hands over what it read (ingest.mqtt.Handler) ------------------------
+
+    def room(self) -> bool:
+        return self._inbox.room()
+
+    def deliver(self, messages: list[Inbound], received: float) -> None:
         if self._stopping.is_set():
-            # Stopping: take nothing new, so the queue drains. A QoS 1 message is not
+            # Stopping: take nothing new, so the inbox drains. A QoS 1 message is not
             # acknowledged, so the broker keeps it for the next start; QoS 0 (at most once by
             # its nature) is counted and reported by stop().
-            if not msg.qos:
-                self._qos0_dropped += 1
+            self._qos0_dropped += sum(1 for msg in messages if not msg.qos)
             return
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = msg._topic.decode("utf-8", "replace")
-        item = Incoming(
-            topic,
-            bytes(msg.payload),
-            msg.mid,
-            msg.qos,
-            bool(msg.dup),
-            received_at,
-            self._generation,
-            time.monotonic(),
-        )
-        # Waits while the queue is full: backpressure, never a drop. The wait is in slices so
-        # that a stop is noticed (paho's loop_stop() would otherwise hang on this thread).
-        while True:
+        # Receive times are the read's time, made strictly increasing per message (1 µs
+        # apart within one read): a form 1 reading takes its time from them, so two messages
+        # of one device in one read must not share a time (the second would be a duplicate).
+        us = max(int(received * 1_000_000), self._last_received_us + 1)
+        arrived = time.monotonic()
+        generation = self._link.generation
+        chunk = []
+        for topic, payload, mid, qos, dup in messages:
             try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                if self._stopping.is_set():
-                    self._qos0_dropped += 0 if item.qos else 1
-                    return
+                name = topic.decode()
+            except UnicodeDecodeError:
+                name = topic.decode("utf-8", "replace")
+            received_at = _EPOCH + timedelta(microseconds=us)
+            chunk.append(Incoming(name, payload, mid, qos, dup, received_at, generation, arrived))
+            us += 1
+        self._last_received_us = us - 1
+        self._inbox.put(chunk)
 
     # -- writer thread -----------------------------------------------------------------------
 
@@ -363,31 +407,12 @@ class Worker:
             self.failed.set()
 
     def _collect(self) -> list[Incoming]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        limit = self.settings.ingest_batch_messages
-        deadline = time.monotonic() + self.settings.ingest_batch_linger_ms / 1000
-        while len(batch) < limit:
-            try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return batch
+        s = self.settings
+        return self._inbox.take(s.ingest_batch_messages, s.ingest_batch_linger_ms / 1000)
 
     def _process(self, batch: list[Incoming]) -> None:
         m = self.metrics
-        m.queue_depth.set(self._queue.qsize())
+        m.queue_depth.set(len(self._inbox))
         self._busy_since = min(msg.arrived for msg in batch)
         try:
             batch = self._live(batch)
@@ -416,7 +441,7 @@ class Worker:
         The broker redelivers them on the new connection (same packet id, DUP set); storing the
         old copy too would be wasted work, and for a form 1 message a second reading.
         """
-        current = self._generation
+        current = self._link.generation
         live = []
         for msg in batch:
             if msg.qos and msg.generation != current:
@@ -596,16 +621,19 @@ class Worker:
             log.info("deleted %d rejections past their retention or their lab's cap", deleted)
 
     def _ack(self, batch: list[Incoming]) -> None:
-        with self._gen_lock:
-            current = self._generation
-            for msg in batch:
-                if msg.qos == 0:
-                    continue
-                if msg.generation != current:
-                    self.metrics.acks_skipped.inc()
-                    continue
-                self._client.ack(msg.mid, msg.qos)
-                self.metrics.acks.inc()
+        """Hand the batch's QoS 1 packet ids to the MQTT thread, per connection generation."""
+        current = self._link.generation
+        by_generation: dict[int, list[int]] = {}
+        for msg in batch:
+            if msg.qos == 0:
+                continue
+            if msg.generation != current:
+                self.metrics.acks_skipped.inc()
+                continue
+            by_generation.setdefault(msg.generation, []).append(msg.mid)
+        for generation, mids in by_generation.items():
+            self._link.ack(generation, mids)
+            self.metrics.acks.inc(len(mids))
 
 
 class _Abandoned(Exception):

@@ -219,6 +219,7 @@ class DroppingProxy:
         for s in (src, dst):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+        src.close()  # each socket is the source of one pipe thread: closed once it ends
 
     def cut(self) -> None:
         for s in self.conns:

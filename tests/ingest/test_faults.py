@@ -157,7 +157,7 @@ def test_shutdown_with_a_stuck_queue_and_a_qos0_flood_returns(
     with psycopg.connect(database_url) as locker:
         locker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
         publisher.publish_many(form2_messages(lab, 50), qos=0)
-        wait_for(lambda: worker._queue.full(), what="a full queue")
+        wait_for(lambda: not worker._inbox.room(), what="a full queue")
         done = threading.Event()
         stopper = threading.Thread(target=lambda: (worker.stop(grace=1), done.set()), daemon=True)
         stopper.start()

@@ -117,7 +117,7 @@ def test_form1_through_connection_cuts_is_stored_once(
             with psycopg.connect(database_url) as locker:
                 locker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
                 publisher.publish_many(_form1(lab, per_round, offset=r * per_round))
-                wait_for(lambda: worker._queue.qsize() >= 100, what="messages queued")
+                wait_for(lambda: len(worker._inbox) >= 100, what="messages queued")
                 accepted = proxy.accepted
                 proxy.cut()
                 wait_for(lambda a=accepted: proxy.accepted > a, timeout=30, what="a reconnect")
