@@ -1,0 +1,111 @@
+"""Fixtures for the dashboard tests: the API as a real server process on the session's
+database, Debian's chromium through Playwright, and a page that records every request.
+
+Without chromium the browser tests are skipped with the reason, except in CI (CI=true),
+where a missing browser is a failure: scripts/setup installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
+
+from api import keys
+from tests.dashboard.browser import find_chromium, launch
+from tests.helpers import free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def api_url(database_url: str) -> Iterator[str]:
+    """Base URL of `livelab-api serve` running on the session's database."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        LIVELAB_DATABASE_URL=database_url,
+        LIVELAB_API_MIGRATE="false",
+        LIVELAB_API_KEY_CACHE_SECONDS="0",
+    )
+    exe = Path(sys.executable).parent / "livelab-api"
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"],
+        env=env,
+        cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, f"livelab-api exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(f"{base}/ready", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready, timeout=30, what="livelab-api serve")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    executable = find_chromium()
+    if executable is None:
+        message = "chromium is not installed (scripts/setup installs Debian's chromium)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = launch(playwright, executable)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    # A fixed zone unlike the server's UTC, so that "the browser's zone" is visible.
+    ctx = browser.new_context(
+        timezone_id="America/New_York", viewport={"width": 1280, "height": 900}
+    )
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def requests_seen(context: BrowserContext) -> list[str]:
+    """Every URL the pages of `context` requested (documents, scripts, fetches, ...)."""
+    seen: list[str] = []
+
+    def record(request: Request) -> None:
+        seen.append(request.url)
+
+    context.on("request", record)
+    return seen
+
+
+@pytest.fixture
+def page(context: BrowserContext, requests_seen: list[str]) -> Page:
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    return page
+
+
+@pytest.fixture
+def make_key(db: psycopg.Connection) -> Callable[..., str]:
+    def make(*labs: str) -> str:
+        key, _ = keys.create_key(db, "dashboard-test", list(labs))
+        return key
+
+    return make
