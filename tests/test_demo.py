@@ -59,6 +59,11 @@ def test_demo_runs_and_its_curl_answers_within_30_seconds(database_url, mqtt_bro
         )
         assert key and url, banner
         assert "/docs" in banner
+        dashboard = re.search(r"Dashboard: +(http://127\.0\.0\.1:\d+/) ", banner)
+        assert dashboard, banner
+        with urllib.request.urlopen(dashboard.group(1), timeout=5) as resp:
+            assert resp.headers["Content-Type"].startswith("text/html")
+            assert "livelab dashboard" in resp.read().decode()
         request = urllib.request.Request(
             url.group(1), headers={"Authorization": f"Bearer {key.group(1)}"}
         )

@@ -4,12 +4,13 @@
 
 (() => {
   const KEY_STORE = "livelab.key";  // sessionStorage: gone when the tab closes
-  const RANGES = { "6h": 6 * 3600e3, "24h": 86400e3, "7d": 7 * 86400e3, "30d": 30 * 86400e3,
-                   "1y": 365 * 86400e3 };
+  // The ranges offered, with the bucket each is drawn in (72 to 365 buckets).
+  const RANGES = { "6h": [6 * 3600e3, "5m"], "24h": [86400e3, "15m"], "7d": [7 * 86400e3, "1h"],
+                   "30d": [30 * 86400e3, "6h"], "1y": [365 * 86400e3, "1d"] };
   // The API's bucket sizes (a month counted as 30 days, as the API counts it).
   const BUCKETS = [["1m", 60e3], ["5m", 300e3], ["15m", 900e3], ["1h", 3600e3],
                    ["6h", 21600e3], ["1d", 86400e3], ["1w", 604800e3], ["1mo", 2592000e3]];
-  const MAX_POINTS = 400;  // buckets per series on the chart
+  const MAX_POINTS = 400;  // buckets per series on the chart, for a custom range
   const MAX_PLOTTED = 8;   // series on the chart at once
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
                   "#8c564b", "#e377c2"];
@@ -31,7 +32,7 @@
     return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
   }
 
-  /** The smallest API bucket that keeps a range of `ms` milliseconds within MAX_POINTS. */
+  /** The smallest API bucket that keeps a custom range of `ms` ms within MAX_POINTS. */
   function bucketFor(ms) {
     for (const [name, len] of BUCKETS) if (ms / len <= MAX_POINTS) return name;
     return "1mo";
@@ -284,16 +285,17 @@
   // ---------------------------------------------------------------------------------------
   // The chart
 
-  /** [start, end] of the chosen range, or null when a custom range is incomplete. */
+  /** [start, end, bucket] of the chosen range, or null when a custom range is incomplete. */
   function chosenRange() {
     const value = document.querySelector("input[name=range]:checked").value;
     if (value !== "custom") {
+      const [span, bucket] = RANGES[value];
       const end = new Date(Math.ceil(Date.now() / 60e3) * 60e3);  // the next full minute
-      return [new Date(end - RANGES[value]), end];
+      return [new Date(end - span), end, bucket];
     }
     const start = instantOfWallTime($("custom-start").value, state.zone);
     const end = instantOfWallTime($("custom-end").value, state.zone);
-    return start && end && end > start ? [start, end] : null;
+    return start && end && end > start ? [start, end, bucketFor(end - start)] : null;
   }
 
   function aggregateQuery(device, sensor, start, end, bucket) {
@@ -311,8 +313,7 @@
       $("chart-summary").textContent = "Give a start and an end (in the chosen time zone).";
       return;
     }
-    const [start, end] = range;
-    const bucket = bucketFor(end - start);
+    const [start, end, bucket] = range;
     if (!chosen.length) {
       $("chart-summary").textContent = "Tick a series in the table to plot it.";
       Plotly.purge($("chart"));
