@@ -7,6 +7,7 @@ where a missing browser is a failure: scripts/setup installs it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -21,7 +22,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_pla
 
 from api import keys
 from tests.dashboard.browser import find_chromium, launch
-from tests.helpers import free_port, wait_for
+from tests.dashboard.seed import BUSY, QUIET
+from tests.helpers import Publisher, count_readings, free_port, rejections, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,3 +114,20 @@ def make_key(db: psycopg.Connection) -> Callable[..., str]:
         return key
 
     return make
+
+
+@pytest.fixture
+def seeded(start_worker, publisher: Publisher, db, lab: str, make_key) -> str:
+    """The test's lab with two devices (one silent for 2 hours) and one rejection; its key."""
+    start_worker()
+    # aq-busy sends SenML (which carries the unit), aq-quiet telemetry form 2.
+    pack = [{"bu": "ug/m3"}] + [{"n": "no2", "t": t.timestamp(), "v": v} for t, v in BUSY]
+    publisher.publish(f"livelab/{lab}/aq-busy/senml", json.dumps(pack))
+    for t, v in QUIET:
+        payload = {"ts": t.isoformat().replace("+00:00", "Z"), "values": {"no2": v}}
+        publisher.publish(f"livelab/{lab}/aq-quiet/telemetry", json.dumps(payload))
+    publisher.publish(f"livelab/{lab}/aq-quiet/telemetry", b'{"no2": 17.4,')
+    wait_for(lambda: count_readings(db, lab) == len(BUSY) + len(QUIET), what="readings stored")
+    wait_for(lambda: len(rejections(db, lab)) == 1, what="the rejection")
+    key: str = make_key(lab)
+    return key

@@ -4,7 +4,6 @@ went through the real broker, ingest worker and database, served by a real API p
 from __future__ import annotations
 
 import json
-import math
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,11 +15,8 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.dashboard.browser import sign_in, wait_for_chart
-from tests.helpers import Publisher, count_readings, rejections, wait_for
-
-NOW = datetime.now(UTC).replace(second=0, microsecond=0)
-BUSY = [(NOW - timedelta(minutes=180 - 2 * k), 20 + 5 * math.sin(k / 7)) for k in range(90)]
-QUIET = [(NOW - timedelta(minutes=180 - 3 * k), 30 + k % 4) for k in range(20)]  # ends 2 h ago
+from tests.dashboard.seed import BUSY, QUIET
+from tests.helpers import Publisher
 
 
 def get(url: str, key: str | None = None, headers: dict[str, str] | None = None) -> Any:
@@ -28,23 +24,6 @@ def get(url: str, key: str | None = None, headers: dict[str, str] | None = None)
     if key:
         request.add_header("Authorization", f"Bearer {key}")
     return urllib.request.urlopen(request, timeout=10)
-
-
-@pytest.fixture
-def seeded(start_worker, publisher: Publisher, db, lab: str, make_key) -> str:
-    """The test's lab with two devices (one silent for 2 hours) and one rejection; its key."""
-    start_worker()
-    # aq-busy sends SenML (which carries the unit), aq-quiet telemetry form 2.
-    pack = [{"bu": "ug/m3"}] + [{"n": "no2", "t": t.timestamp(), "v": v} for t, v in BUSY]
-    publisher.publish(f"livelab/{lab}/aq-busy/senml", json.dumps(pack))
-    for t, v in QUIET:
-        payload = {"ts": t.isoformat().replace("+00:00", "Z"), "values": {"no2": v}}
-        publisher.publish(f"livelab/{lab}/aq-quiet/telemetry", json.dumps(payload))
-    publisher.publish(f"livelab/{lab}/aq-quiet/telemetry", b'{"no2": 17.4,')
-    wait_for(lambda: count_readings(db, lab) == len(BUSY) + len(QUIET), what="readings stored")
-    wait_for(lambda: len(rejections(db, lab)) == 1, what="the rejection")
-    key: str = make_key(lab)
-    return key
 
 
 def test_page_and_its_scripts_are_served_by_the_app(api_url: str) -> None:
