@@ -28,6 +28,20 @@ def find_chromium() -> str | None:
     return None
 
 
+def require_chromium() -> str:
+    """The Chromium executable for a test: missing, it fails the test in CI (CI=true), where
+    scripts/setup must have installed it, and skips it with the reason elsewhere."""
+    import pytest
+
+    executable = find_chromium()
+    if executable is None:
+        message = "chromium is not installed (scripts/setup installs Debian's chromium)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return executable
+
+
 def launch(playwright: Playwright, executable: str) -> Browser:
     # Playwright passes --no-sandbox (chromium_sandbox=False), which Chromium needs as root.
     return playwright.chromium.launch(executable_path=executable, headless=True)

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
 
 from api import keys
-from tests.dashboard.browser import find_chromium, launch
+from tests.dashboard.browser import launch, require_chromium
 from tests.dashboard.seed import BUSY, QUIET
 from tests.helpers import Publisher, count_readings, free_port, rejections, wait_for
 
@@ -64,12 +64,7 @@ def api_url(database_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
-    executable = find_chromium()
-    if executable is None:
-        message = "chromium is not installed (scripts/setup installs Debian's chromium)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    executable = require_chromium()
     with sync_playwright() as playwright:
         browser = launch(playwright, executable)
         yield browser
