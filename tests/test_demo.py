@@ -13,28 +13,24 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.dashboard.browser import launch, require_chromium, sign_in, wait_for_chart
+from tests.dashboard.browser import shared_browser, sign_in, wait_for_chart
 from tests.helpers import forget_session, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def look_at_dashboard(url: str, key: str) -> None:
-    from playwright.sync_api import sync_playwright
-
-    executable = require_chromium()
-    with sync_playwright() as playwright:
-        browser = launch(playwright, executable)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            sign_in(page, url.rstrip("/"), key)
-            assert page.locator("#lab").input_value() == "oceanhamnen"
-            assert page.locator("#series tbody tr").count() >= 10
-            wait_for_chart(page, 3 * page.evaluate("window.livelab.state.chosen.size"))
-            assert page.evaluate("window.livelab.state.chosen.size") > 0
-        finally:
-            browser.close()
+    context = shared_browser().new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        sign_in(page, url.rstrip("/"), key)
+        assert page.locator("#lab").input_value() == "oceanhamnen"
+        assert page.locator("#series tbody tr").count() >= 10
+        wait_for_chart(page, 3 * page.evaluate("window.livelab.state.chosen.size"))
+        assert page.evaluate("window.livelab.state.chosen.size") > 0
+    finally:
+        context.close()
 
 
 def test_demo_runs_and_its_curl_answers_within_30_seconds(database_url, mqtt_broker) -> None:

@@ -7,11 +7,12 @@ scripts/setup) is used through `executable_path` instead. Used by the browser te
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, Playwright
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 CANDIDATES = ("chromium", "chromium-browser")
 
@@ -45,6 +46,30 @@ def require_chromium() -> str:
 def launch(playwright: Playwright, executable: str) -> Browser:
     # Playwright passes --no-sandbox (chromium_sandbox=False), which Chromium needs as root.
     return playwright.chromium.launch(executable_path=executable, headless=True)
+
+
+_running: list[tuple[Playwright, Browser]] = []
+
+
+def shared_browser() -> Browser:
+    """One browser for the whole test process, started on first use, closed at exit.
+
+    Playwright's sync API allows one running instance per thread, so every test that needs a
+    browser (tests/dashboard, tests/test_demo.py) shares this one.
+    """
+    if not _running:
+        executable = require_chromium()
+        playwright = sync_playwright().start()
+        _running.append((playwright, launch(playwright, executable)))
+        atexit.register(_stop)
+    return _running[0][1]
+
+
+def _stop() -> None:
+    while _running:
+        playwright, browser = _running.pop()
+        browser.close()
+        playwright.stop()
 
 
 def sign_in(page: Page, base_url: str, key: str, query: str = "") -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Request
 
 from api import keys
-from tests.dashboard.browser import launch, require_chromium
+from tests.dashboard.browser import shared_browser
 from tests.dashboard.seed import BUSY, QUIET
 from tests.helpers import Publisher, count_readings, free_port, rejections, wait_for
 
@@ -63,12 +63,8 @@ def api_url(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    executable = require_chromium()
-    with sync_playwright() as playwright:
-        browser = launch(playwright, executable)
-        yield browser
-        browser.close()
+def browser() -> Browser:
+    return shared_browser()
 
 
 @pytest.fixture
