@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import errors, openapi
 from api.keys import KeyCache
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import aggregates, health, labs, latest, readings, rejections, sensors
+from api.routes import aggregates, dashboard, health, labs, latest, readings, rejections, sensors
 from api.settings import Settings
 from schemas.migrate import MigrationError, migrate
 
@@ -125,5 +125,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(latest.router)
     app.include_router(readings.router)
     app.include_router(rejections.router)
+    dashboard.install(app)  # the page at /, its files, plotly.js
     openapi.install(app)
     return app

@@ -13,9 +13,24 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.dashboard.browser import shared_browser, sign_in, wait_for_chart
 from tests.helpers import forget_session, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def look_at_dashboard(url: str, key: str) -> None:
+    context = shared_browser().new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        sign_in(page, url.rstrip("/"), key)
+        assert page.locator("#lab").input_value() == "oceanhamnen"
+        assert page.locator("#series tbody tr").count() >= 10
+        wait_for_chart(page, 3 * page.evaluate("window.livelab.state.chosen.size"))
+        assert page.evaluate("window.livelab.state.chosen.size") > 0
+    finally:
+        context.close()
 
 
 def test_demo_runs_and_its_curl_answers_within_30_seconds(database_url, mqtt_broker) -> None:
@@ -59,6 +74,11 @@ def test_demo_runs_and_its_curl_answers_within_30_seconds(database_url, mqtt_bro
         )
         assert key and url, banner
         assert "/docs" in banner
+        dashboard = re.search(r"Dashboard: +(http://127\.0\.0\.1:\d+/) ", banner)
+        assert dashboard, banner
+        with urllib.request.urlopen(dashboard.group(1), timeout=5) as resp:
+            assert resp.headers["Content-Type"].startswith("text/html")
+            assert "livelab dashboard" in resp.read().decode()
         request = urllib.request.Request(
             url.group(1), headers={"Authorization": f"Bearer {key.group(1)}"}
         )
@@ -70,6 +90,8 @@ def test_demo_runs_and_its_curl_answers_within_30_seconds(database_url, mqtt_bro
             time.sleep(0.2)
         assert {row["sensor"] for row in data} == {"no2"}
         assert all(row["count"] > 0 for row in data)
+        # The demo lab is there to look at: the dashboard, signed in with the printed key.
+        look_at_dashboard(dashboard.group(1), key.group(1))
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         proc.wait(30)
