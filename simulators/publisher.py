@@ -6,42 +6,22 @@ acknowledges.
         pub.idle(5.0)  # between messages: keeps the connection alive, reads acknowledgements
     # leaving the block waits until every message is acknowledged (QoS 1) or written (QoS 0)
 
-Not thread-safe: make every call from one thread. There is no network thread: paho's loop is
-driven from `publish`, `poll`, `idle` and `wait_all`, so call `poll()` or `idle()` when not
-publishing for a while (at least every `keepalive` seconds), or the broker drops the connection.
-
-Why no network thread: with paho's ``loop_start`` every publish hands its packet to the
-network thread (a socketpair wake-up, the GIL going back and forth). Driven by hand in one
-thread, ``client.publish()`` writes the packet straight to the socket (paho does so when no
-loop thread runs), and reading the PUBACKs every 64 publishes costs one ``recv``. paho's own
-``loop()`` is not used either: it creates a socketpair whose wake-up byte costs a ``send`` per
-publish. Measured on the local Mosquitto (2 CPUs shared with it, MQTT 3.1.1, QoS 1, 200k
-messages, one payload, no subscriber): the previous ``loop_start`` Publisher 21-27k msg/s; a
-bare paho loop in one thread driven with ``loop()`` ~38k, with our own ``select`` ~42k, and
-with the buffered reads below ~45k; this `Publisher`, with its accounting, ~43k msg/s.
-``python -m bench.simulator`` measures it with payload generation (the load generator).
-
-Buffered reads: paho reads each incoming packet with at least three ``recv`` calls (the type
-byte, the length bytes, the rest): three system calls per 4-byte PUBACK. `_Client` overrides paho's
-``_sock_recv`` to read up to 64 KiB at once and serve paho's small reads from that buffer
-(plain TCP only; any data left in the buffer makes the next wait not block).
+Not thread-safe, and no network thread: paho is driven from `publish`, `poll`, `idle` and
+`wait_all` (call `poll` or `idle` at least every `keepalive` seconds when not publishing).
+With no loop thread, ``client.publish()`` writes the packet straight to the socket, and the
+PUBACKs are read every `POLL_EVERY` publishes: no socketpair wake-up or GIL hand-over per
+message (``loop_start`` managed 21-27k msg/s here, this ~40k; ``python -m bench.simulator``).
+Only paho's public API is used.
 
 Flow control: at most `max_inflight` messages are outstanding; `publish` services the network
-(blocking) until the broker acknowledges older ones. paho's own in-flight window (default 20)
-would cap QoS 1 at 20 messages per round trip, and any paho window has a cost: on every PUBACK
-paho scans all its outgoing messages for a queued one to send (``Client._update_inflight``,
-O(window) per ack; measured with ``loop_start``: window 1000 -> 7k msg/s, 100 -> 14k msg/s).
-So paho's window is switched off (0 = unlimited) and ours bounds the messages in flight
-instead. paho's queue is unbounded too (``max_queued_messages=0``) for the same reason.
+until older ones are acknowledged. paho's own window is off (0): on every PUBACK paho scans
+its whole window for a queued message (O(window) per ack), so ours bounds it instead.
 
-Reconnects: when the connection is lost, `poll`/`idle`/`publish`/`wait_all` reconnect with a
-backoff (the first attempt 1 s after the loss, then 2, 4, ... up to 30 s apart; each TCP
-connect attempt blocks up to `connect_timeout`), logging one warning per outage and an info
-line when back. paho's ``reconnect()`` re-sends every QoS 1 message not yet acknowledged
-(``_messages_reconnect_reset_out``, with DUP set), and messages published while the connection
-is down wait in paho's queue until the CONNACK. So a broker restart costs time, not QoS 1
-messages; ingest stores duplicates once. QoS 0 messages not yet written when the connection
-drops are lost (at most once): they count as `dropped`.
+Reconnects: a lost connection is retried from `poll`/`idle`/`publish`/`wait_all` with
+tenacity's exponential backoff (1 s, 2 s, 4 s ... up to 30 s apart), one warning per outage
+and an info line when back. paho's ``reconnect()`` re-sends every unacknowledged QoS 1
+message (DUP set), so a broker restart costs time, not messages; QoS 0 messages not yet
+written when the connection drops are lost (at most once) and counted as `dropped`.
 """
 
 from __future__ import annotations
@@ -57,6 +37,7 @@ from types import TracebackType
 from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as mqtt
+import tenacity
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -70,9 +51,8 @@ _PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
 POLL_EVERY = 64  # publishes between reads of the acknowledgements...
 POLL_INTERVAL = 0.05  # ...or seconds, whichever comes first (slow publishers get acks too)
 STOP_CHECK = 0.2  # `idle` looks at its stop event at least this often (seconds)
-MIN_RECONNECT_DELAY = 1.0
-MAX_RECONNECT_DELAY = 30.0
-_READ_SIZE = 65536
+#: The delay before each reconnect attempt of an outage: 1 s, 2 s, 4 s, ... 30 s, +0-0.5 s.
+RECONNECT_WAIT = tenacity.wait_exponential_jitter(initial=1, max=30, jitter=0.5)
 _MAX_MID = 65535  # paho's message ids: more QoS 1 messages in flight would collide
 _NOT_WRITTEN = (MQTTErrorCode.MQTT_ERR_NO_CONN, MQTTErrorCode.MQTT_ERR_CONN_LOST)
 _monotonic = time.monotonic
@@ -87,36 +67,9 @@ class StopFlag(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-class _Client(mqtt.Client):
-    """paho's client, reading the socket through a buffer (see the module doc)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rbuf = b""
-        self._rpos = 0
-        self._rsock: object = None  # the socket `_rbuf` came from
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        sock = self._sock
-        if sock is None:
-            raise ConnectionError("not connected")
-        buf, pos = self._rbuf, self._rpos
-        if sock is not self._rsock or pos >= len(buf):
-            buf = sock.recv(_READ_SIZE)  # BlockingIOError when nothing is waiting
-            self._rbuf, self._rsock, pos = buf, sock, 0
-            if not buf:
-                return buf  # the broker closed the connection
-        end = pos + bufsize
-        self._rpos = end
-        return buf[pos:end]
-
-    def buffered(self) -> bool:
-        """True when data read from the socket awaits processing."""
-        return self._rpos < len(self._rbuf) and self._rsock is self._sock and self._sock is not None
-
-    def close_socket(self) -> None:
-        """Close the connection without a DISCONNECT (paho's own ``_sock_close``)."""
-        self._sock_close()
+def _attempts() -> tenacity.RetryCallState:
+    """A fresh count of attempts, as tenacity's wait strategies read it (attempt_number)."""
+    return tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
 
 
 class Publisher:
@@ -166,12 +119,12 @@ class Publisher:
         self._was_connected = False  # connect() succeeded once: losses are reconnected
         self._down_since: float | None = None  # monotonic time the current outage began
         self._retry_at = 0.0
-        self._delay = MIN_RECONNECT_DELAY
+        self._attempts = _attempts()  # of the current outage, for RECONNECT_WAIT
         self._closing = False
         self._closed = False
         self.reconnects = 0  # times the connection was lost (and re-established or retried)
 
-        client = _Client(
+        client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=_PROTOCOLS[mqtt_version],
@@ -255,8 +208,7 @@ class Publisher:
         client = self._client
         try:
             client.connect(self.host, self.port, keepalive=self.keepalive)
-        except (OSError, ValueError) as exc:  # refused, unknown host, timeout
-            client.close_socket()
+        except (OSError, ValueError) as exc:  # refused, unknown host, timeout: no socket left
             raise BrokerUnreachable(self.host, self.port, str(exc) or type(exc).__name__) from exc
         deadline = _monotonic() + self.connect_timeout
         while not self._connected and self._connect_error is None:
@@ -272,7 +224,7 @@ class Publisher:
                 if client.want_write():
                     client.loop_write()
         if not self._connected:
-            client.close_socket()
+            self._disconnect()
             raise BrokerUnreachable(self.host, self.port, self._connect_error or "not connected")
         self._was_connected = True
         self._poll_at = _monotonic() + POLL_INTERVAL
@@ -402,7 +354,7 @@ class Publisher:
                     else:
                         time.sleep(wait)
                 return
-        if timeout > 0 and not client.buffered():
+        if timeout > 0:
             self._wait_socket(sock, timeout)
         client.loop_read()
         if client.want_write():
@@ -444,8 +396,8 @@ class Publisher:
     def _lost(self, reason: str) -> None:
         now = _monotonic()
         self._down_since = now
-        self._delay = MIN_RECONNECT_DELAY
-        self._retry_at = now + self._delay
+        self._attempts = _attempts()
+        self._retry_at = now + RECONNECT_WAIT(self._attempts)
         self.reconnects += 1
         log.warning(
             "lost the connection to MQTT broker at %s:%s (%s); reconnecting, %d message(s) "
@@ -459,29 +411,22 @@ class Publisher:
         now = _monotonic()
         if now < self._retry_at:
             return
-        self._delay = min(self._delay * 2, MAX_RECONNECT_DELAY)
-        self._retry_at = now + self._delay  # the next attempt, if this one fails at any step
+        self._attempts.attempt_number += 1
+        delay = RECONNECT_WAIT(self._attempts)
+        self._retry_at = now + delay  # the next attempt, if this one fails at any step
         try:
             self._client.reconnect()  # TCP connect + CONNECT; the CONNACK arrives in a later read
-        except (OSError, ValueError) as exc:
-            self._client.close_socket()
-            log.debug(
-                "reconnecting to MQTT broker at %s:%s failed (%s); next attempt in %.0f s",
-                *self._addr,
-                exc,
-                self._delay,
-            )
+        except (OSError, ValueError) as exc:  # paho keeps no socket after a failed connect
+            log.debug("reconnecting to %s:%s failed (%s); next in %.0f s", *self._addr, exc, delay)
 
     def _disconnect(self) -> None:
         client = self._client
         if client.socket() is None:
             return
-        if self._connected:
-            client.disconnect()  # written at once; paho closes the socket once it is out
-            deadline = _monotonic() + 1.0
-            while (sock := client.socket()) is not None and client.want_write():
-                if _monotonic() >= deadline:
-                    break
-                self._wait_socket(sock, 0.1)
-                client.loop_write()
-        client.close_socket()
+        client.disconnect()  # written at once; paho closes the socket once it is out
+        deadline = _monotonic() + 1.0
+        while (sock := client.socket()) is not None and _monotonic() < deadline:
+            self._wait_socket(sock, 0.1)
+            client.loop_write()
+        if (sock := client.socket()) is not None:  # the DISCONNECT could not be written
+            sock.close()
