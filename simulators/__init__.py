@@ -7,37 +7,5 @@ device, sensor and time), `lab` (`LabSpec`, `Device`), `scenario` (TOML files; b
 `options` (`RunOptions`, `SimSettings`), `runner` (`backfill`, `live`, `replay`), `replay`
 (CSV files), `loadgen` (the load generator), `manifest` (what a run sent), `audit` /
 `report` / `apiclient` (was it stored exactly once?), `record`, `progress`, `errors`.
+Import from the modules (the package imports nothing, so load processes start fast).
 """
-
-from simulators.errors import BrokerUnreachable, PublishIncomplete, SimulatorError
-from simulators.faults import Faults
-from simulators.lab import Device, LabSpec
-from simulators.manifest import Manifest
-from simulators.models import DEFAULT_SEED, Reading
-from simulators.options import RunOptions
-from simulators.publisher import Publisher
-from simulators.runner import Summary, backfill, live, replay
-from simulators.scenario import Scenario, ScenarioError, load_scenario
-from simulators.stream import Stream
-
-__all__ = [
-    "DEFAULT_SEED",
-    "BrokerUnreachable",
-    "Device",
-    "Faults",
-    "LabSpec",
-    "Manifest",
-    "PublishIncomplete",
-    "Publisher",
-    "Reading",
-    "RunOptions",
-    "Scenario",
-    "ScenarioError",
-    "SimulatorError",
-    "Stream",
-    "Summary",
-    "backfill",
-    "live",
-    "load_scenario",
-    "replay",
-]

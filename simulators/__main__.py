@@ -527,16 +527,14 @@ def models() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: run the command line, return its exit status."""
     try:
-        cli.main(args=argv, prog_name="livelab-sim", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
+        code = cli.main(args=argv, prog_name="livelab-sim", standalone_mode=False)
+        return code if isinstance(code, int) else 0  # ctx.exit(n) returns n here
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
     except click.Abort:
         click.echo("livelab-sim: aborted", err=True)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -55,4 +55,6 @@ def generate(
     chosen = OCEANHAMNEN.select(devices, sensors)
     for t in time_grid(start, end, interval):
         for d in chosen.devices:
-            yield from (Reading(lab, d.name, s.name, t, s.value(seed, d.name, t)) for s in d.sensors)
+            yield from (
+                Reading(lab, d.name, s.name, t, s.value(seed, d.name, t)) for s in d.sensors
+            )

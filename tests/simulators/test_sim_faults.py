@@ -18,10 +18,12 @@ from typing import Any
 
 from schemas.names import SENSOR_RE
 from schemas.times import from_epoch_ms, parse_rfc3339
-from simulators import backfill, generate
 from simulators.faults import MALFORMED_KINDS
 from simulators.manifest import Manifest
+from simulators.options import RunOptions
+from simulators.runner import backfill
 from tests.helpers import run_sim
+from tests.simulators.reference import generate
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
 END = START + timedelta(hours=12)
@@ -68,10 +70,10 @@ def test_every_fault_shows_in_the_published_messages(
     mqtt_broker: tuple[str, int], lab: str, collector: Any
 ) -> None:
     manifest = Manifest(mode="backfill")
-    summary = backfill(
-        lab, START, END, devices=DEVICES, faults=FAULTS, host=mqtt_broker[0],
-        port=mqtt_broker[1], manifest=manifest,
-    )  # fmt: skip
+    summary = backfill(START, END, RunOptions(
+        lab=lab, devices=DEVICES, faults=FAULTS, host=mqtt_broker[0], port=mqtt_broker[1],
+        manifest=manifest,
+    ))  # fmt: skip
     f = summary.faults
     assert collector.wait_for(summary.messages, timeout=30) == summary.messages
     arrived = collector.messages  # (topic, payload) in arrival order
