@@ -280,43 +280,59 @@ def _audit(manifest: Manifest, p: dict[str, Any]) -> int:
     )  # fmt: skip
 
 
+DURATION: dict[str, Any] = {"callback": _duration, "metavar": "DURATION"}
+POSITIVE: dict[str, Any] = {"type": float, "callback": _positive}
+LIVE = _options(
+    _opt("--rate", **POSITIVE, metavar="MSGS_PER_S", help="total messages per second (sets "
+         "every device's interval)"),
+    _opt("--interval", **DURATION, help="one message per device every DURATION (default: each "
+         "device's)"),
+    _opt("--history", **DURATION, help="first backfill this much history up to now, e.g. 6h"),
+    _opt("--history-interval", default="60s", **DURATION, show_default=True,
+         help="reading interval of the history"),
+    _opt("--form", type=_forms("1", "2", "3", "senml"), help="telemetry form of every device "
+         "(default: each device's)"),
+    BATCH,
+    _opt("--duration", **POSITIVE, metavar="SECONDS", help="stop after this many seconds "
+         "(default: run until stopped)"),
+)  # fmt: skip
+BACKFILL = _options(
+    _opt("--start", required=True, callback=_time, metavar="T", help="RFC 3339, now or now-6h"),
+    _opt("--end", required=True, callback=_time, metavar="T", help="exclusive; RFC 3339 or now"),
+    _opt("--interval", **DURATION, help="time between readings of every device; times are "
+         "multiples of it since the epoch (default: each device's)"),
+    _opt("--form", type=_forms("2", "3", "senml"), help="2: a message per device and instant; "
+         "3: arrays of --batch instants; senml (default: each device's; form 1 sends form 2)"),
+    BATCH,
+)  # fmt: skip
+REPLAY = _options(
+    _opt("--speed", **POSITIVE, metavar="FACTOR", help="1 = the original pace, 60 = an hour "
+         "per minute (default: as fast as possible)"),
+    _opt("--form", type=_forms("2", "3", "senml"), default="2", show_default=True),
+    _opt("--batch", type=click.IntRange(1, 10_000), default=10, show_default=True,
+         metavar="N", help="form 3: instants per message"),
+)  # fmt: skip
+LOAD = _options(
+    MQTT,
+    _opt("--lab", default="load", show_default=True, callback=_lab, help="lab in the topics"),
+    _opt("--processes", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+         help="publishing processes, each with its own connection; 1 publishes from this one"),
+    _opt("--messages", type=click.IntRange(min=1), metavar="N", help="publish N messages in "
+         "total (give this or --duration)"),
+    _opt("--duration", **POSITIVE, metavar="SECONDS", help="publish for this many seconds "
+         "(give this or --messages)"),
+    _opt("--rate", **POSITIVE, metavar="MSGS_PER_S", help="total messages per second, on a "
+         "steady schedule (default: as fast as the broker acknowledges)"),
+    _opt("--devices", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
+         help="series in total: devices load-PP-NNNN, sensor 'load', one reading a message"),
+    _opt("--manifest", metavar="FILE", help="write what was sent, for `livelab-sim audit`"),
+    _opt("-q", "--quiet", is_flag=True, help="only errors and the summary"),
+)  # fmt: skip
+
+
 @cli.command()
 @RUN
-@_opt(
-    "--rate",
-    type=float,
-    callback=_positive,
-    metavar="MSGS_PER_S",
-    help="total messages per second (sets every device's interval)",
-)
-@_opt(
-    "--interval",
-    callback=_duration,
-    metavar="DURATION",
-    help="one message per device every DURATION (default: each device's)",
-)
-@_opt(
-    "--history",
-    callback=_duration,
-    metavar="DURATION",
-    help="first backfill this much history up to now (with timestamps), e.g. 6h",
-)
-@_opt(
-    "--history-interval",
-    default="60s",
-    callback=_duration,
-    metavar="DURATION",
-    show_default=True,
-    help="reading interval of the history",
-)
-@_opt(
-    "--form",
-    type=_forms("1", "2", "3", "senml"),
-    help="telemetry form of every device (default: each device's)",
-)
-@BATCH
-@_opt("--duration", type=float, callback=_positive, metavar="SECONDS",
-      help="stop after this many seconds (default: run until stopped)")  # fmt: skip
+@LIVE
 def live(**p: Any) -> None:
     """Publish in real time, every device on its own interval, until Ctrl-C (or SIGTERM) or
     --duration; then send what faults still hold back, wait for every acknowledgement and
@@ -331,42 +347,17 @@ def live(**p: Any) -> None:
 
 @cli.command()
 @RUN
-@_opt("--start", required=True, callback=_time, metavar="T", help="RFC 3339, now or now-6h")
-@_opt("--end", required=True, callback=_time, metavar="T", help="exclusive; RFC 3339 or now")
-@_opt(
-    "--interval",
-    callback=_duration,
-    metavar="DURATION",
-    help="time between readings of "
-    "every device; times are multiples of it since the epoch (default: each device's)",
-)
-@_opt(
-    "--form",
-    type=_forms("2", "3", "senml"),
-    help="2: a message per device and instant; "
-    "3: arrays of --batch instants; senml (default: each device's; form 1 sends form 2)",
-)
-@BATCH  # fmt: skip
+@BACKFILL
 def backfill(**p: Any) -> None:
     """Publish every reading in [--start, --end) with original timestamps, as fast as the
-    broker acknowledges. A progress line (count, rate, ETA) goes to stderr, a summary to
-    stdout."""
+    broker acknowledges. Progress (count, rate, ETA) goes to stderr, a summary to stdout."""
     _run("backfill", p, lambda o: runner.backfill(p["start"], p["end"], o))
 
 
 @cli.command()
 @click.argument("file", metavar="FILE.csv")
 @RUN
-@_opt(
-    "--speed",
-    type=float,
-    callback=_positive,
-    metavar="FACTOR",
-    help="1 = the original pace, 60 = an hour per minute (default: as fast as possible)",
-)
-@_opt("--form", type=_forms("2", "3", "senml"), default="2", show_default=True)
-@_opt("--batch", type=click.IntRange(1, 10_000), default=10, show_default=True, metavar="N",
-      help="form 3: instants per message")  # fmt: skip
+@REPLAY
 def replay(**p: Any) -> None:
     """Publish the readings of a CSV file with columns lab,device,sensor,time,value (the
     --record format; --lab replaces or supplies the lab), one message per device and instant,
@@ -376,47 +367,7 @@ def replay(**p: Any) -> None:
 
 
 @cli.command()
-@MQTT
-@_opt("--lab", default="load", show_default=True, callback=_lab, help="lab name in the topics")
-@_opt(
-    "--processes",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    metavar="N",
-    help="publishing processes, each with its own connection; 1 publishes from this one",
-)
-@_opt(
-    "--messages",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="publish N messages in total (give this or --duration)",
-)
-@_opt(
-    "--duration",
-    type=float,
-    callback=_positive,
-    metavar="SECONDS",
-    help="publish for this many seconds (give this or --messages)",
-)
-@_opt(
-    "--rate",
-    type=float,
-    callback=_positive,
-    metavar="MSGS_PER_S",
-    help="total messages "
-    "per second, on a steady schedule (default: as fast as the broker acknowledges)",
-)
-@_opt(
-    "--devices",
-    type=click.IntRange(min=1),
-    default=100,
-    show_default=True,
-    metavar="N",
-    help="series in total: devices load-PP-NNNN, sensor 'load', one reading per message",
-)
-@_opt("--manifest", metavar="FILE", help="write what was sent, for `livelab-sim audit`")
-@_opt("-q", "--quiet", is_flag=True, help="only errors and the summary")  # fmt: skip
+@LOAD
 def load(**p: Any) -> None:
     """Publish single-reading form 2 messages to livelab/{lab}/load-PP-NNNN/telemetry as fast
     as the broker acknowledges (or at --rate) from --processes processes, and report the rate.

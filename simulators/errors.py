@@ -3,7 +3,8 @@
 SimulatorError
 ├── BrokerUnreachable   the MQTT broker refused or did not answer the connection
 ├── PublishIncomplete   messages were still unacknowledged when the run had to end
-└── AuditError          the delivery audit could not ask the API (unreachable, key refused, 5xx)
+├── ScenarioError       a scenario file that cannot be read or does not validate
+└── AuditError          the audit could not ask the API (unreachable, key refused, 5xx)
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class PublishIncomplete(SimulatorError):
         super().__init__(f"MQTT broker at {host}:{port}: " + " and ".join(parts or ["incomplete"]))
         self.unacked = unacked
         self.failed = failed
+
+
+class ScenarioError(SimulatorError):
+    """A scenario file that cannot be read or does not validate."""
 
 
 class AuditError(SimulatorError):

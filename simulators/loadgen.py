@@ -1,25 +1,20 @@
 """Load generator: single-reading telemetry messages as fast as possible (or at a fixed total
-rate) from one or more processes, to saturate the broker and the ingest behind it.
+rate) from one or more processes: ``run_load(LoadOptions(lab="loadtest", processes=2,
+messages=1_000_000))``.
 
-    result = run_load(LoadOptions(lab="loadtest", processes=2, messages=1_000_000))
-    print(result)  # messages, acknowledgements, elapsed time and the rate achieved
-
-Each message is form 2 with one reading, built with bytes formatting (no ``json.dumps``):
-``livelab/{lab}/load-{process:02d}-{n:04d}/telemetry`` ``{"ts":1780000000000,"values":
-{"load":417}}``. Every process stamps from the same base, the start of the run minus one day
-(to the whole second); device ``n``'s k-th reading is at ``base + k`` ms with the value
-``k % 1000``. So every (device, time) is unique and no time is later than the start of the
-run; a device that would pass it (over a day of milliseconds) stops with a warning.
+Each message is form 2 with one reading, built with bytes formatting: topic
+``livelab/{lab}/load-{process:02d}-{n:04d}/telemetry``, payload ``{"ts":...,"values":
+{"load":417}}``. Every process stamps from the same base, the start of the run minus one day;
+device ``n``'s k-th reading is at ``base + k`` ms with the value ``k % 1000``, so every
+(device, time) is unique and none is later than the start of the run.
 
 With ``processes=1`` the run happens in this process (no child distorts the figure);
-otherwise a `ProcessPoolExecutor` ("spawn": children import this module afresh) runs one
-share per process: each connects, waits at a barrier so that all start together, and
-publishes. Children ignore SIGINT; the parent passes `stop` on through an event and logs the
-total rate from a shared counter array. A fixed `rate` is the total: each process keeps
-rate/processes messages/s, catching up at most one second's worth after a stall.
-
-With `manifest` the run writes a `Manifest` (mode "load") that ``livelab-sim audit`` checks.
-Use a lab of its own for audited runs: the audit counts every reading of the lab's series.
+otherwise a `ProcessPoolExecutor` ("spawn") runs one share per process: each connects, waits
+at a barrier so that all start together, and publishes. Children ignore SIGINT; the parent
+passes `stop` on through an event and reports the total rate from a shared counter array.
+A fixed `rate` is the total; after a stall a process catches up at most one second's worth.
+With `manifest`, a `Manifest` (mode "load") for ``livelab-sim audit``: give audited runs a
+lab of their own (the audit counts every reading of the lab's series).
 """
 
 from __future__ import annotations

@@ -74,7 +74,9 @@ def _attempts() -> tenacity.RetryCallState:
 
 class Publisher:
     """Publishes messages to one MQTT broker from one thread; a context manager that connects
-    and drains. Not thread-safe."""
+    and drains. Counts: `sent` (handed to paho), `acknowledged` (QoS 1, or written out for
+    QoS 0), `failed` (refused by an MQTT 5 broker), `dropped` (QoS 0 lost with the
+    connection). Not thread-safe."""
 
     def __init__(
         self,
@@ -88,30 +90,24 @@ class Publisher:
         connect_timeout: float = 10.0,
         keepalive: int = 30,
     ) -> None:
-        if qos not in (0, 1):
-            raise ValueError(f"qos must be 0 or 1, not {qos!r}")
-        if mqtt_version not in _PROTOCOLS:
-            raise ValueError(f"mqtt_version must be '3.1.1' or '5', not {mqtt_version!r}")
-        if not 1 <= max_inflight <= _MAX_MID:
-            raise ValueError(f"max_inflight must be 1..{_MAX_MID}, not {max_inflight}")
-        if not 0 < port < 65536:
-            raise ValueError(f"port must be 1..65535, not {port}")
-        if not connect_timeout > 0:
-            raise ValueError(f"connect_timeout must be positive, not {connect_timeout!r}")
-        if keepalive < 0:
-            raise ValueError(f"keepalive must be 0 (off) or positive, not {keepalive!r}")
-        self.host = host
-        self.port = port
-        self.qos = qos
-        self.max_inflight = max_inflight
-        self.connect_timeout = connect_timeout
-        self.keepalive = keepalive
+        for bad, what in (
+            (qos not in (0, 1), f"qos must be 0 or 1, not {qos!r}"),
+            (mqtt_version not in _PROTOCOLS, f"mqtt_version must be 3.1.1 or 5: {mqtt_version!r}"),
+            (not 1 <= max_inflight <= _MAX_MID, f"max_inflight: 1..{_MAX_MID}, not {max_inflight}"),
+            (not 0 < port < 65536, f"port must be 1..65535, not {port}"),
+            (not connect_timeout > 0, f"connect_timeout must be positive, not {connect_timeout!r}"),
+            (keepalive < 0, f"keepalive must be 0 (off) or positive, not {keepalive!r}"),
+        ):  # fmt: skip
+            if bad:
+                raise ValueError(what)
+        self.host, self.port, self.qos, self.keepalive = host, port, qos, keepalive
+        self.max_inflight, self.connect_timeout = max_inflight, connect_timeout
         self.client_id = client_id or f"livelab-sim-{os.getpid()}-{secrets.token_hex(3)}"
 
-        self._sent = 0  # handed to paho
-        self._done = 0  # acknowledged (QoS 1) or written to the socket (QoS 0)
-        self._failed = 0  # PUBACK with a failure reason code (MQTT 5)
-        self._dropped = 0  # QoS 0 messages lost with the connection
+        self.sent = 0  # messages handed to paho
+        self.acknowledged = 0  # acknowledged (QoS 1) or written to the socket (QoS 0)
+        self.failed = 0  # refused: a PUBACK with a failure reason code (MQTT 5)
+        self.dropped = 0  # QoS 0 messages lost with the connection (at most once)
         self._qos0: deque[mqtt.MQTTMessageInfo] = deque()  # QoS 0 waiting in paho's buffer
         self._poll_at = 0.0  # publish services the network at this time at the latest
         self._connected = False  # CONNACK received on the current connection
@@ -167,36 +163,16 @@ class Publisher:
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
     ) -> None:
-        self._done += 1
+        self.acknowledged += 1
         if reason.is_failure:
-            self._failed += 1
+            self.failed += 1
 
     # -- public API --
 
     @property
-    def sent(self) -> int:
-        """Messages handed to the client so far."""
-        return self._sent
-
-    @property
-    def acknowledged(self) -> int:
-        """Messages the broker acknowledged (QoS 1) or that were written out (QoS 0)."""
-        return self._done
-
-    @property
-    def failed(self) -> int:
-        """Messages the broker refused (an MQTT 5 PUBACK with a failure reason)."""
-        return self._failed
-
-    @property
-    def dropped(self) -> int:
-        """QoS 0 messages lost because the connection was down (at most once delivery)."""
-        return self._dropped
-
-    @property
     def outstanding(self) -> int:
         """Messages neither acknowledged (QoS 1), written out (QoS 0) nor dropped (QoS 0)."""
-        return self._sent - self._done - self._dropped
+        return self.sent - self.acknowledged - self.dropped
 
     @property
     def connected(self) -> bool:
@@ -243,15 +219,15 @@ class Publisher:
             raise ValueError(f"qos must be 0 or 1, not {qos!r}")
         if self._closed:
             raise RuntimeError("publish on a closed Publisher")
-        if self._sent - self._done - self._dropped >= self.max_inflight:
+        if self.sent - self.acknowledged - self.dropped >= self.max_inflight:
             self._wait_for_window()
         info = self._client.publish(topic, payload, qos)
-        self._sent += 1
+        self.sent += 1
         if info.rc:
             self._not_written(info.rc, qos, topic)
         elif qos == 0 and not info.is_published():
             self._qos0.append(info)  # the socket's buffer is full: paho holds the packet
-        if not self._sent % POLL_EVERY or _monotonic() >= self._poll_at:
+        if not self.sent % POLL_EVERY or _monotonic() >= self._poll_at:
             self._service(0.0)
 
     def poll(self) -> None:
@@ -301,14 +277,14 @@ class Publisher:
             self._closing = True
             self._closed = True
             self._disconnect()
-        if self._dropped:
+        if self.dropped:
             log.warning(
                 "%d QoS 0 message(s) were lost while the connection to %s:%s was down",
-                self._dropped,
+                self.dropped,
                 *self._addr,
             )
-        if not drained or self._failed:
-            raise PublishIncomplete(self.outstanding, self._failed, self.host, self.port)
+        if not drained or self.failed:
+            raise PublishIncomplete(self.outstanding, self.failed, self.host, self.port)
 
     def __enter__(self) -> Publisher:
         self.connect()
@@ -370,16 +346,16 @@ class Publisher:
             select.select([sock], wlist, [], timeout)
 
     def _wait_for_window(self) -> None:
-        while self._sent - self._done - self._dropped >= self.max_inflight:
+        while self.sent - self.acknowledged - self.dropped >= self.max_inflight:
             self._service(0.05)
 
     def _not_written(self, rc: int, qos: int, topic: str) -> None:
         if rc in _NOT_WRITTEN:
             if qos == 0:
-                self._dropped += 1  # paho keeps no QoS 0 message for after the reconnect
+                self.dropped += 1  # paho keeps no QoS 0 message for after the reconnect
             # QoS 1: paho keeps it and sends it once reconnected
             return
-        self._sent -= 1
+        self.sent -= 1
         raise RuntimeError(f"publish to {topic!r} failed: {mqtt.error_string(rc)}")
 
     def _settle_qos0(self) -> None:
@@ -388,7 +364,7 @@ class Publisher:
         while pending:
             info = pending[0]
             if info.rc:  # paho's reconnect() discarded it
-                self._dropped += 1
+                self.dropped += 1
             elif not info.is_published():
                 break
             pending.popleft()

@@ -1,11 +1,9 @@
 """The runs of the simulator: `backfill`, `live` and `replay`, each given its `RunOptions`.
 
-Each builds a `Stream` (what to send and when, faults included), publishes it through a
-`Publisher` (its own, or the one in the options) and accounts for every message in a
-`Manifest` (what the database should hold afterwards: `livelab-sim audit` checks it), and
-optionally records every reading that should be stored as CSV. A run ends early when `stop`
-is set (the CLI sets it on SIGINT/SIGTERM): what faults still hold back is sent, every QoS 1
-message is acknowledged, and the manifest says exactly what went out.
+Each publishes a `Stream` (what to send and when, faults included) through a `Publisher`,
+accounts for every message in a `Manifest` (what the database should hold afterwards) and
+optionally records every reading that should be stored. When `stop` is set (SIGINT/SIGTERM)
+a run sends what faults still hold back and waits for every QoS 1 acknowledgement.
 """
 
 from __future__ import annotations

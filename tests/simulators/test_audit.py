@@ -242,7 +242,10 @@ def test_open_end_counts_form_1_readings_up_to_now(
     wait_for(lambda: count_readings(db, lab) == 4, what="readings stored")
     # Saved and loaded, as `livelab-sim audit --manifest` reads it.
     report = audit(
-        Manifest.from_json(manifest.to_json()), api_url=api_server.url, api_key=api_key, wait=WAIT
+        Manifest.model_validate_json(manifest.model_dump_json()),
+        api_url=api_server.url,
+        api_key=api_key,
+        wait=WAIT,
     )
     assert report.ok, report.format_table()
     assert statuses(report) == {

@@ -165,7 +165,7 @@ def test_same_scenario_and_seed_send_the_same_run_in_another_process(
             "--mqtt-host", mqtt_broker[0], "--mqtt-port", str(mqtt_broker[1]),
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-        return record.read_text(), Manifest.load(manifest).to_json()
+        return record.read_text(), Manifest.load(manifest).model_dump(mode="json")
 
     first, again, other = run("a", "7"), run("b", "7"), run("c", "8")
     assert first[0] == again[0] and first[1]["faults"] == again[1]["faults"]
