@@ -25,10 +25,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from simulators.apiclient import AuditApi, SeriesKey, sum_counts
+from simulators.apiclient import AuditApi, SeriesKey
 from simulators.errors import AuditError
 from simulators.manifest import LabManifest, Manifest, write_json
-from simulators.report import SUMMARY_ROWS, AuditReport, LabAudit, Rejections, SeriesRow, Status
+from simulators.report import AuditReport, LabAudit, Rejections, SeriesRow, Status
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ REDELIVERY_NOTE = (
     "redelivered after a worker crash is recorded twice (and any other rejection of the lab "
     "since the run started is counted too); --strict-rejections makes this a failure"
 )
-__all__ = ["SUMMARY_ROWS", "Observed", "audit", "build_report", "compare_series", "sum_counts"]
 
 
 @dataclass
@@ -69,11 +68,8 @@ def compare_series(
         status: Status = "unexpected" if key not in expected else "ok"
         if key in expected and have != want:
             status = "missing" if have < want else "doubled"
-        rows.append(
-            SeriesRow(
-                lab=lab, device=key[0], sensor=key[1], expected=want, stored=have, status=status
-            )
-        )
+        row = {"device": key[0], "sensor": key[1], "expected": want, "stored": have}
+        rows.append(SeriesRow(lab=lab, status=status, **row))
     return rows
 
 

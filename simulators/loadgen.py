@@ -311,9 +311,10 @@ def _run_children(shares: list[_Share], stop: threading.Event) -> list[ProcessRe
         while wait(futures, timeout=0.2).not_done:
             if stop.is_set():
                 child_stop.set()
-            sent, acked = sum(counts[0::2]), sum(counts[1::2])
-            if sent:
-                progress.update(sent, f"{sent - acked} awaiting ack")
+            if sent := sum(counts[0::2]):
+                progress.update(
+                    sent, lambda: f"{sum(counts[0::2]) - sum(counts[1::2])} awaiting ack"
+                )
     results = []
     for share, future in zip(shares, futures, strict=True):
         try:
@@ -357,7 +358,7 @@ def run_load(options: LoadOptions, stop: threading.Event | None = None) -> LoadR
         progress = Progress("load", unit="messages", every=o.progress_every)
 
         def tick() -> None:
-            progress.update(counts[0], f"{counts[0] - counts[1]} awaiting ack")
+            progress.update(counts[0], lambda: f"{counts[0] - counts[1]} awaiting ack")
 
         results = [_run_share(shares[0], stop, counts, tick=tick)]
         progress.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("simulators")
 
@@ -26,7 +27,8 @@ class Progress:
         self.start = self.last = time.monotonic()
         self.last_done = 0
 
-    def update(self, done: int, extra: str = "") -> None:
+    def update(self, done: int, extra: Callable[[], str] | None = None) -> None:
+        """`extra`: more to say (called only when reporting)."""
         now = time.monotonic()
         if now - self.last < self.every:
             return
@@ -37,7 +39,7 @@ class Progress:
             overall = done / (now - self.start)
             eta = f"{(self.total - done) / overall:.0f} s" if overall > 0 else "?"
             text += f" of {self.total} ({done / self.total:.0%}), ETA {eta}"
-        text += f", {rate:.0f} {self.unit}/s" + (f", {extra}" if extra else "")
+        text += f", {rate:.0f} {self.unit}/s" + (f", {extra()}" if extra else "")
         if self.terminal:
             sys.stderr.write(f"\r{text}\x1b[K")
             sys.stderr.flush()

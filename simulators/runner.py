@@ -130,6 +130,9 @@ class Run:
         if message.form == 1:
             lab.open_end = True
 
+    def _state(self, summary: Summary) -> str:
+        return f"{summary.messages} messages, {self.pub.outstanding} awaiting ack"
+
     def publish(
         self,
         stream: Stream,
@@ -157,8 +160,7 @@ class Run:
                 if message is not None:
                     self.send(message, summary)
                     if progress is not None:
-                        extra = f"{summary.messages} messages, {self.pub.outstanding} awaiting ack"
-                        progress.update(stream.readings, extra)
+                        progress.update(stream.readings, lambda: self._state(summary))
                 elif schedule is None and stream.samples % 64 == 0:
                     self.pub.poll()
             for message in stream.drain():

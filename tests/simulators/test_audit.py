@@ -23,19 +23,12 @@ import pytest
 
 from api import keys
 from schemas.times import format_rfc3339
-from simulators.audit import (
-    SUMMARY_ROWS,
-    Observed,
-    audit,
-    build_report,
-    compare_series,
-    run_audit,
-    settled,
-    sum_counts,
-)
+from simulators.apiclient import sum_counts
+from simulators.audit import Observed, audit, build_report, compare_series, run_audit, settled
 from simulators.errors import AuditError, SimulatorError
 from simulators.manifest import Manifest
 from simulators.options import SimSettings
+from simulators.report import SUMMARY_ROWS
 from tests.helpers import Publisher, count_readings, free_port, rejections, run_sim, wait_for
 
 BASE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
