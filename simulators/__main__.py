@@ -191,16 +191,7 @@ BATCH = _opt("--batch", type=click.IntRange(1, 10_000), metavar="N", help="form 
 )
 def cli() -> None:
     """Simulate city live labs (by default Oceanhamnen, Helsingborg's H22 expo district),
-    publish their telemetry to MQTT (livelab/{lab}/{device}/telemetry and .../senml), inject
-    faults, and check afterwards that the service stored everything.
-
-    \b
-      livelab-sim live --history 6h
-      livelab-sim backfill --start now-7d --end now --verify --api-key llk_...
-      livelab-sim replay readings.csv --lab pilot-2 --speed 60
-      livelab-sim load --processes 2 --duration 30
-      livelab-sim audit --manifest run.json --api-key llk_...
-    """
+    publish their telemetry to MQTT, inject faults, and audit what the service stored."""
 
 
 # -- the runs -----------------------------------------------------------------------------------

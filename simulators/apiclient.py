@@ -1,13 +1,7 @@
-"""The few questions the delivery audit asks the livelab HTTP API, every failure turned into
-an `AuditError` that says what to do.
-
-- readings per series in [start, end): ``GET /v1/labs/{lab}/aggregates?bucket=1mo&tz=UTC&
-  stats=count``, summed over the buckets. Month buckets keep any range small (a month counts
-  as 30 days against ``LIVELAB_API_MAX_BUCKETS``); should the server still refuse the range
-  (400), it is asked in halves, down to about two months: [start, mid) and [mid, end) count
-  every reading exactly once.
-- rejections received since the run started: ``GET /v1/labs/{lab}/rejections``, paged newest
-  first, stopping at the first older one (the endpoint has no time filter).
+"""`AuditApi`: the audit's questions to the livelab API, every failure an `AuditError` that
+says what to do. Readings per series come from ``/aggregates?bucket=1mo&stats=count``
+(a refused range is asked in halves, down to two months); rejections since the run started
+from ``/rejections``, paged newest first (the endpoint has no time filter).
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """The delivery audit: did every reading a run sent end up stored, exactly once?
 
-`audit(manifest, ...)` asks the API (`simulators.apiclient`) per lab of the manifest for the
-readings of each series in the manifest's range [start, end) and for the rejections since
-the run started, and compares (`build_report`, `simulators.report`). A series is ``ok``,
-``missing`` (stored < expected), ``doubled`` (stored > expected) or ``unexpected`` (stored,
-not in the manifest); anything but ok fails, as does a lab the API answers 404 for. With
-``open_end`` (form 1 readings, stamped by ingest on receipt) the range ends at each poll
-(+1 s). Fewer rejections than the manifest's fail (a lost rejection is a silent drop); more
-are a note (a message redelivered after a worker crash is rejected twice), unless
-``strict_rejections``. Ingest may lag: the audit polls until every count matches or no count
-changed for `wait` seconds. Clocks: the rejection cut-off compares the run's clock with the
-worker's; on one host (or with NTP) that is exact enough.
+`audit` asks the API (`apiclient`), per lab of the manifest, for each series' readings in
+[start, end) (with ``open_end``, form 1, up to each poll) and the rejections since the run
+started, and compares (`build_report`). A series is ok, missing, doubled or unexpected;
+anything but ok fails, as does a 404 lab or a missing rejection. More rejections than
+injected are a note (a redelivered message is rejected twice) unless `strict_rejections`.
+Ingest may lag: it polls until every count matches or none changed for `wait` seconds.
 """
 
 from __future__ import annotations

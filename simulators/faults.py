@@ -1,12 +1,8 @@
-"""Faults a simulated lab can inject: their rates (``[faults]`` of a scenario; README's
-Simulators section has the table) and the malformed messages.
-
-Every rate is a probability in [0, 1]; 0 (the default) switches the fault off: ``drop`` (per
-reading), ``duplicate``, ``out_of_order`` (held back 1-3 intervals), ``late`` (held back
-``late_by``), ``malformed`` (an extra broken message of one of ``malformed_kinds``: each must
-become one rejection), ``burst`` (``burst_size`` extra readings) and ``offline`` (nothing for
-``offline_for``) per message, ``clock_skew`` (off by up to ``clock_skew_max``) per device.
-Form 1 devices get no duplicates: without a time, a copy is a new reading.
+"""Fault rates (``[faults]`` of a scenario; the table is in README's Simulators section) and
+the malformed messages. Each rate is a probability, 0 (off) by default: ``drop`` per reading;
+``duplicate`` (not for form 1: without a time a copy is a new reading), ``out_of_order``,
+``late``, ``malformed`` (one of ``malformed_kinds``: each must become one rejection),
+``burst``, ``offline`` per message; ``clock_skew`` per device.
 """
 
 from __future__ import annotations

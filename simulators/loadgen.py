@@ -1,20 +1,12 @@
-"""Load generator: single-reading telemetry messages as fast as possible (or at a fixed total
-rate) from one or more processes: ``run_load(LoadOptions(lab="loadtest", processes=2,
-messages=1_000_000))``.
+"""The load generator: single-reading form 2 messages as fast as possible, or at a total
+rate, from one or more processes: ``run_load(LoadOptions(lab="x", processes=2, messages=N))``.
 
-Each message is form 2 with one reading, built with bytes formatting: topic
-``livelab/{lab}/load-{process:02d}-{n:04d}/telemetry``, payload ``{"ts":...,"values":
-{"load":417}}``. Every process stamps from the same base, the start of the run minus one day;
-device ``n``'s k-th reading is at ``base + k`` ms with the value ``k % 1000``, so every
-(device, time) is unique and none is later than the start of the run.
-
-With ``processes=1`` the run happens in this process (no child distorts the figure);
-otherwise a `ProcessPoolExecutor` ("spawn") runs one share per process: each connects, waits
-at a barrier so that all start together, and publishes. Children ignore SIGINT; the parent
-passes `stop` on through an event and reports the total rate from a shared counter array.
-A fixed `rate` is the total; after a stall a process catches up at most one second's worth.
-With `manifest`, a `Manifest` (mode "load") for ``livelab-sim audit``: give audited runs a
-lab of their own (the audit counts every reading of the lab's series).
+Device ``load-PP-NNNN``'s k-th reading is at ``base + k`` ms (base: the start of the run
+minus a day) with the value ``k % 1000``, so every (device, time) is unique and in the past.
+One process runs here; more run in a "spawn" `ProcessPoolExecutor`, one share each: they
+connect, meet at a barrier, publish, and report through a shared counter array; children
+ignore SIGINT and stop when the parent's event says so. After a stall a paced process
+catches up at most a second's worth. `manifest` writes a `Manifest` for the audit.
 """
 
 from __future__ import annotations

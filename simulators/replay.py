@@ -1,11 +1,7 @@
-"""Replay a CSV file of readings (``livelab-sim replay FILE.csv``).
-
-The file has a header row and the columns ``device,sensor,time,value`` plus ``lab`` (or
-``--lab`` gives it): the format ``--record`` writes. Other columns are ignored. ``time`` is
-RFC 3339 with an offset; it is sent with millisecond precision. Readings of one device at one
-instant travel in one message, in time order. A (lab, device, sensor, time) that appears more
-than once is sent once (the first value, as ingest would keep). Faults apply as in the other
-modes, except bursts (they need a sensor model).
+"""Replay a CSV file of readings (the ``--record`` format: ``lab,device,sensor,time,value``;
+``--lab`` supplies or replaces the lab; other columns are ignored). Readings of a device at
+one instant travel in one message, in time order; a repeated (lab, device, sensor, time) is
+sent once, with its first value. Faults apply, except bursts (they need a sensor model).
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""Scenario files (TOML; the built-ins in ``simulators/scenarios/`` are the examples): a
-``[scenario]`` name and seed, ``[defaults]`` for every device (interval, form, qos, batch),
-``[faults]`` rates (a lab may have its own ``faults``), and ``[[labs]]`` of
-``[[labs.devices]]`` (``count = 500`` with a ``{i}`` name template gives 500 devices), each
-with its ``sensors``: a name, a model of `simulators.models` (`MODELS`) and its parameters
-(every model takes ``unit`` and ``decimals`` too).
-
-`load_scenario(path_or_name)` raises `ScenarioError` naming the file, the place in it
-(``labs[0].devices[2].sensors[1].model``) and what is wrong, for every problem.
+"""Scenario files (TOML; the built-ins in ``scenarios/`` are the examples): ``[scenario]``
+name and seed, ``[defaults]`` for devices, ``[faults]``, and ``[[labs]]`` of
+``[[labs.devices]]`` (``count`` with a ``{i}`` name template) with their ``sensors`` (a name,
+a model of `MODELS` and its parameters). `load_scenario` raises `ScenarioError` naming the
+file, the place (``labs[0].devices[2].sensors[1].model``) and the problem, for every one.
 """
 
 from __future__ import annotations

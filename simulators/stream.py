@@ -1,16 +1,11 @@
-"""The message stream of a simulated lab: devices on their own intervals, faults injected.
+"""`Stream`: the messages of simulated labs in time order, faults injected. Pure: no clock,
+no network; each `Outgoing` has the moment it is due (`at`, epoch seconds).
 
-`Stream` turns labs into MQTT messages to publish, each with the moment it is due
-(`Outgoing.at`, epoch seconds). It is pure: no clock, no network. Every device has its next
-sample time in a heap (its own interval, staggered by a fixed per-device phase); a sample is
-the device's readings at that instant, from the sensor models, or given (a replayed file).
-Faults act on samples (offline, drop, clock skew, burst) and on messages (duplicate, out of
-order, late, malformed), decided by the device's own random generator seeded from (seed,
-device), so the same scenario and seed give the same messages under any lab name. A message
-that a fault holds back waits in a second heap until its time comes.
-
-Every `Outgoing` says whether its readings should be stored (`expect`: the first copy of a
-valid message) or it should become a rejection; `Stream.faults` counts what was injected.
+Devices wait in a heap for their next sample (each on its own interval, staggered by a fixed
+phase); a sample is the device's readings from the sensor models, or given (replay). Faults
+act on samples (offline, drop, clock skew, burst) and messages (duplicate, out of order,
+late, malformed), decided by each device's own generator seeded from (seed, device). Every
+`Outgoing` says whether its readings should be stored (`expect`) or it should be rejected.
 """
 
 from __future__ import annotations
