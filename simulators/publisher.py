@@ -24,7 +24,6 @@ import secrets
 import select
 import time
 from collections import deque
-from types import TracebackType
 from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as mqtt
@@ -50,8 +49,7 @@ _monotonic = time.monotonic
 
 
 class StopFlag(Protocol):
-    """What `Publisher.idle` needs of its stop event: `threading.Event` or a
-    `multiprocessing` one."""
+    """A `threading.Event` or a `multiprocessing` one."""
 
     def is_set(self) -> bool: ...
 
@@ -111,11 +109,8 @@ class Publisher:
         self._closed = False
         self.reconnects = 0  # times the connection was lost (and re-established or retried)
 
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=_PROTOCOLS[mqtt_version],
-        )
+        version, protocol = CallbackAPIVersion.VERSION2, _PROTOCOLS[mqtt_version]
+        client = mqtt.Client(version, client_id=self.client_id, protocol=protocol)
         client.max_inflight_messages_set(0)  # our window bounds it; see the module doc
         client.max_queued_messages_set(0)
         client.connect_timeout = connect_timeout
@@ -131,17 +126,17 @@ class Publisher:
     ) -> None:
         if reason.is_failure:
             self._connect_error = f"connection refused: {reason}"
-            log.debug("MQTT broker at %s:%s refused the connection: %s", *self._addr, reason)
+            log.debug(
+                "MQTT broker at %s:%s refused the connection: %s", self.host, self.port, reason
+            )
             return
         self._connected = True
         self._connect_error = None
         if self._down_since is not None:
             log.info(
                 "reconnected to MQTT broker at %s:%s after %.1f s; %d message(s) outstanding",
-                *self._addr,
-                _monotonic() - self._down_since,
-                self.outstanding,
-            )
+                self.host, self.port, _monotonic() - self._down_since, self.outstanding,
+            )  # fmt: skip
             self._down_since = None
 
     def _on_disconnect(
@@ -195,23 +190,19 @@ class Publisher:
             raise BrokerUnreachable(self.host, self.port, self._connect_error or "not connected")
         self._was_connected = True
         self._poll_at = _monotonic() + POLL_INTERVAL
-        log.debug("connected to MQTT broker at %s:%s as %s", *self._addr, self.client_id)
+        log.debug("connected to MQTT broker at %s:%s as %s", self.host, self.port, self.client_id)
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None) -> None:
-        """Queue one message at `qos` (None: the publisher's default); usually written at once.
-
-        Reads acknowledgements every `POLL_EVERY` publishes (or `POLL_INTERVAL` s); blocks,
-        servicing the network and reconnecting if need be, while `max_inflight` messages are
-        outstanding.
-        """
+        """Queue one message at `qos` (None: the default), usually written at once; blocks,
+        servicing the network, while `max_inflight` messages are outstanding."""
         if qos is None:
             qos = self.qos
         elif qos not in (0, 1):
             raise ValueError(f"qos must be 0 or 1, not {qos!r}")
         if self._closed:
             raise RuntimeError("publish on a closed Publisher")
-        if self.sent - self.acknowledged - self.dropped >= self.max_inflight:
-            self._wait_for_window()
+        while self.sent - self.acknowledged - self.dropped >= self.max_inflight:
+            self._service(0.05)
         info = self._client.publish(topic, payload, qos)
         self.sent += 1
         if info.rc:
@@ -222,16 +213,12 @@ class Publisher:
             self._service(0.0)
 
     def poll(self) -> None:
-        """Service the network without blocking: read acknowledgements, send what waits,
-        keepalive pings, and a reconnect attempt when one is due."""
+        """Service the network without blocking (acknowledgements, pings, reconnects)."""
         self._service(0.0)
 
     def idle(self, seconds: float, stop: StopFlag | None = None) -> bool:
-        """Service the network for up to `seconds` (waiting in ``select``, not spinning);
-        return early once `stop` is set (looked at every `STOP_CHECK` s at least).
-
-        Returns True when `stop` is set, like ``stop.wait(seconds)``.
-        """
+        """Service the network for up to `seconds` (in ``select``, not spinning), returning
+        early once `stop` is set: True then, like ``stop.wait(seconds)``."""
         end = _monotonic() + seconds
         while not (stop is not None and stop.is_set()):
             left = end - _monotonic()
@@ -256,10 +243,8 @@ class Publisher:
         return True
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Wait for outstanding messages (up to `timeout` s), then disconnect.
-
-        Raises `PublishIncomplete` when messages stayed unacknowledged or were refused.
-        """
+        """Wait for outstanding messages (up to `timeout` s), then disconnect; raise
+        `PublishIncomplete` when messages stayed unacknowledged or were refused."""
         if self._closed:
             return
         try:
@@ -269,11 +254,8 @@ class Publisher:
             self._closed = True
             self._disconnect()
         if self.dropped:
-            log.warning(
-                "%d QoS 0 message(s) were lost while the connection to %s:%s was down",
-                self.dropped,
-                *self._addr,
-            )
+            what = "QoS 0 message(s) were lost while the connection was down"
+            log.warning("%s:%s: %d %s", self.host, self.port, self.dropped, what)
         if not drained or self.failed:
             raise PublishIncomplete(self.outstanding, self.failed, self.host, self.port)
 
@@ -281,12 +263,7 @@ class Publisher:
         self.connect()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -295,10 +272,6 @@ class Publisher:
                 self.close(timeout=2.0)
 
     # -- the network --
-
-    @property
-    def _addr(self) -> tuple[str, int]:
-        return self.host, self.port
 
     def _service(self, timeout: float, stop: StopFlag | None = None) -> None:
         """One round of network work, waiting up to `timeout` s for the socket."""
@@ -336,10 +309,6 @@ class Publisher:
         with contextlib.suppress(OSError, ValueError):  # closed under us: the read will tell
             select.select([sock], wlist, [], timeout)
 
-    def _wait_for_window(self) -> None:
-        while self.sent - self.acknowledged - self.dropped >= self.max_inflight:
-            self._service(0.05)
-
     def _not_written(self, rc: int, qos: int, topic: str) -> None:
         if rc in _NOT_WRITTEN:
             if qos == 0:
@@ -368,11 +337,8 @@ class Publisher:
         self.reconnects += 1
         log.warning(
             "lost the connection to MQTT broker at %s:%s (%s); reconnecting, %d message(s) "
-            "outstanding will be re-sent",
-            *self._addr,
-            reason,
-            self.outstanding,
-        )
+            "outstanding will be re-sent", self.host, self.port, reason, self.outstanding,
+        )  # fmt: skip
 
     def _reconnect_if_due(self) -> None:
         now = _monotonic()
@@ -384,7 +350,13 @@ class Publisher:
         try:
             self._client.reconnect()  # TCP connect + CONNECT; the CONNACK arrives in a later read
         except (OSError, ValueError) as exc:  # paho keeps no socket after a failed connect
-            log.debug("reconnecting to %s:%s failed (%s); next in %.0f s", *self._addr, exc, delay)
+            log.debug(
+                "reconnecting to %s:%s failed (%s); next in %.0f s",
+                self.host,
+                self.port,
+                exc,
+                delay,
+            )
 
     def _disconnect(self) -> None:
         client = self._client
