@@ -262,22 +262,15 @@ class Stream:
                 self._emit(state, t_ms + j * spacing, tuple(extra))
         if faults.malformed and rng.random() < faults.malformed:
             kind = rng.choice(faults.malformed_kinds)
+            names = state.device.sensor_names
             topic, payload = malformed_message(
-                kind, state.lab, state.device.name, state.device.sensor_names, from_ms(t_ms), rng
+                kind, state.lab, state.device.name, names, from_ms(t_ms), rng
             )
             self.faults["malformed"] += 1
             self.faults[f"malformed:{kind}"] += 1
-            self._push(
-                Outgoing(
-                    t_ms / 1000,
-                    state.lab,
-                    topic,
-                    payload,
-                    state.device.qos,
-                    expect=False,
-                    rejection=True,
-                )
-            )
+            bad = Outgoing(t_ms / 1000, state.lab, topic, payload, state.device.qos, expect=False)
+            bad.rejection = True
+            self._push(bad)
 
     def _emit(self, state: _DeviceState, t_ms: int, readings: tuple[Reading, ...]) -> None:
         """Pack a sample into a message (or a form 3 batch) and apply the message faults."""
