@@ -46,9 +46,7 @@ log = logging.getLogger("simulators")
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-@functools.cache
-def settings() -> SimSettings:
-    return SimSettings()
+settings = functools.cache(SimSettings)  # read once, when a default is first needed
 
 
 # -- option types -------------------------------------------------------------------------------
@@ -109,10 +107,6 @@ def _lab(ctx: Any, param: Any, value: str | None) -> str | None:
     if value is not None and not is_lab(value):
         raise click.BadParameter(describe_bad_name("lab", value))
     return value
-
-
-def _forms(*allowed: str) -> click.Choice[str]:
-    return click.Choice(allowed)
 
 
 def _form(value: str | None) -> Any:
@@ -281,8 +275,8 @@ LIVE = _options(
     _opt("--history", **DURATION, help="first backfill this much history up to now, e.g. 6h"),
     _opt("--history-interval", default="60s", **DURATION, show_default=True,
          help="reading interval of the history"),
-    _opt("--form", type=_forms("1", "2", "3", "senml"), help="telemetry form of every device "
-         "(default: each device's)"),
+    _opt("--form", type=click.Choice(["1", "2", "3", "senml"]), help="telemetry form of every "
+         "device (default: each device's)"),
     BATCH,
     _opt("--duration", **POSITIVE, metavar="SECONDS", help="stop after this many seconds "
          "(default: run until stopped)"),
@@ -292,14 +286,14 @@ BACKFILL = _options(
     _opt("--end", required=True, callback=_time, metavar="T", help="exclusive; RFC 3339 or now"),
     _opt("--interval", **DURATION, help="time between readings of every device; times are "
          "multiples of it since the epoch (default: each device's)"),
-    _opt("--form", type=_forms("2", "3", "senml"), help="2: a message per device and instant; "
-         "3: arrays of --batch instants; senml (default: each device's; form 1 sends form 2)"),
+    _opt("--form", type=click.Choice(["2", "3", "senml"]), help="2: a message per device and "
+         "instant; 3: arrays of --batch instants; senml (default: each device's; 1 sends 2)"),
     BATCH,
 )  # fmt: skip
 REPLAY = _options(
     _opt("--speed", **POSITIVE, metavar="FACTOR", help="1 = the original pace, 60 = an hour "
          "per minute (default: as fast as possible)"),
-    _opt("--form", type=_forms("2", "3", "senml"), default="2", show_default=True),
+    _opt("--form", type=click.Choice(["2", "3", "senml"]), default="2", show_default=True),
     _opt("--batch", type=click.IntRange(1, 10_000), default=10, show_default=True,
          metavar="N", help="form 3: instants per message"),
 )  # fmt: skip

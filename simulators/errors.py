@@ -43,7 +43,4 @@ class ScenarioError(SimulatorError):
 
 
 class AuditError(SimulatorError):
-    """The audit could not get its answers from the API: unreachable, key refused, 5xx, ...
-
-    Not raised for a mismatch: that is a failed `AuditReport`, not an error.
-    """
+    """The audit could not ask the API (a mismatch is a failed `AuditReport`, not an error)."""

@@ -35,14 +35,10 @@ class SimSettings(BaseSettings):
 
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
-    """Everything a run is given; None means "the scenario's" (or each device's) setting.
-
-    `lab` renames a one-lab scenario or picks one lab of several; `spec` runs that lab
-    instead of the scenario's. `publisher`: publish through it (else the run connects to
-    host:port). `record`: a CSV of what should be stored. `stop`: set it to end the run.
-    `progress`: "bar" (a live line on a terminal, else lines every 5 s), seconds between
-    lines, or "off".
-    """
+    """Everything a run is given; None means the scenario's (each device's) setting. `lab`
+    renames a one-lab scenario or picks one lab; `spec` runs that lab instead; `publisher`
+    is used instead of connecting to host:port; `stop` ends the run when set; `progress`:
+    "bar" (redrawn on a terminal, else lines every 5 s), seconds between lines, or "off"."""
 
     scenario: Scenario | str | None = None
     lab: str | None = None

@@ -59,14 +59,6 @@ class LabAudit(BaseModel):
     rejections: Rejections
     series: list[SeriesRow]
 
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def readings(self) -> dict[str, int]:
-        return {
-            "expected": sum(r.expected for r in self.series),
-            "stored": sum(r.stored for r in self.series),
-        }
-
 
 class AuditReport(BaseModel):
     """The outcome: per-lab, per-series rows, rejections, totals, problems and notes."""
