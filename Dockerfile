@@ -1,7 +1,9 @@
-# One image for every livelab process (migrate, ingest, api, simulator); docker-compose.yml
-# picks the command. Build: docker compose build
+# One image per role, from one file: the services (migrate, ingest, api) install only what
+# they import; the simulator image adds the `sim` extra (click, httpx). docker-compose.yml
+# builds both: EXTRAS="" (default) for the services, EXTRAS="[sim]" for the simulator.
 FROM python:3.11-slim
 
+ARG EXTRAS=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -10,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY . .
 # `pip install .` also brings the dashboard: api/static/ and plotly.js (in the plotly package).
-RUN pip install . \
+RUN pip install ".${EXTRAS}" \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin livelab
 
 WORKDIR /

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from simulators.options import SimSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -23,11 +24,10 @@ MOSQUITTO_PUB_RUN = 50_000
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    """--mqtt-host and --mqtt-port (env LIVELAB_MQTT_HOST / LIVELAB_MQTT_PORT)."""
-    parser.add_argument("--mqtt-host", default=os.environ.get("LIVELAB_MQTT_HOST", "127.0.0.1"))
-    parser.add_argument(
-        "--mqtt-port", type=int, default=int(os.environ.get("LIVELAB_MQTT_PORT", "1883"))
-    )
+    """--mqtt-host and --mqtt-port (defaults: LIVELAB_MQTT_HOST / _PORT, via SimSettings)."""
+    settings = SimSettings()
+    parser.add_argument("--mqtt-host", default=settings.mqtt_host)
+    parser.add_argument("--mqtt-port", type=int, default=settings.mqtt_port)
 
 
 def log(msg: str) -> None:

@@ -29,7 +29,7 @@ import time
 from datetime import UTC, datetime
 
 from bench.common import Subscriber, add_broker_arguments, broker_ceiling, log, save_result
-from simulators.loadgen import DAY_MS, PAYLOAD, run_load
+from simulators.loadgen import DAY_MS, PAYLOAD, LoadOptions, run_load
 from simulators.publisher import Publisher
 
 
@@ -54,15 +54,11 @@ def publisher_only(host: str, port: int, n: int) -> float:
 def load(host: str, port: int, n: int, processes: int, devices: int) -> dict[str, float]:
     lab = f"bench{secrets.token_hex(3)}"
     sub = Subscriber(host, port, f"livelab/{lab}/#", n)
-    result = run_load(
-        lab=lab,
-        processes=processes,
-        messages=n,
-        devices=devices,
-        host=host,
-        port=port,
+    options = LoadOptions(
+        lab=lab, processes=processes, messages=n, devices=devices, host=host, port=port,
         progress_every=3600,
-    )
+    )  # fmt: skip
+    result = run_load(options)
     delivered = n / (sub.wait() - min(p.started for p in result.processes))
     return {"acked": result.rate, "delivered": delivered}
 

@@ -8,31 +8,31 @@ not be reached for the audit, 130 aborted by a second Ctrl-C.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import functools
 import logging
-import os
+import math
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+import click
 from pydantic import ValidationError
 
 from schemas.names import describe_bad_name, is_lab
 from schemas.times import parse_rfc3339
-from simulators import audit, loadgen, metrics
-from simulators.cliargs import duration, positive_float
-from simulators.durations import format_duration
+from simulators import audit, loadgen, metrics, runner
+from simulators.durations import format_duration, parse_duration
 from simulators.errors import SimulatorError
 from simulators.faults import Faults
+from simulators.lab import LabSpec
 from simulators.manifest import Manifest
-from simulators.models import DEFAULT_SEED
+from simulators.options import RunOptions, SimSettings
 from simulators.replay import ReplayError
-from simulators.runner import DEFAULT_HOST, DEFAULT_PORT, backfill, live, replay, resolve_labs
 from simulators.scenario import (
     DEFAULT_SCENARIO,
     MODELS,
@@ -43,373 +43,369 @@ from simulators.scenario import (
 )
 
 log = logging.getLogger("simulators")
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def parse_time(text: str) -> datetime:
-    """RFC 3339 with offset, 'now', or 'now-DURATION' (e.g. now-6h)."""
-    text = text.strip()
-    if text == "now" or text.startswith("now-"):
-        now = datetime.now(UTC)
-        return now - duration(text[4:]) if text != "now" else now
+settings = functools.cache(SimSettings)  # read once, when a default is first needed
+
+
+# -- option types -------------------------------------------------------------------------------
+
+
+def _positive(ctx: Any, param: Any, value: float | None) -> float | None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise click.BadParameter(f"{value!r} must be a positive number")
+    return value
+
+
+def _duration(ctx: Any, param: Any, value: str | None) -> timedelta | None:
     try:
+        return None if value is None else parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _time(ctx: Any, param: Any, value: str) -> datetime:
+    """RFC 3339 with offset, 'now', or 'now-DURATION' (e.g. now-6h)."""
+    text = value.strip()
+    try:
+        if text == "now" or text.startswith("now-"):
+            now = datetime.now(UTC)
+            return now - parse_duration(text[4:]) if text != "now" else now
         return parse_rfc3339(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; or use now / now-6h") from None
+        raise click.BadParameter(f"{exc}; or use now / now-6h") from None
 
 
-def _names(text: str) -> list[str]:
-    return [n for n in (part.strip() for part in text.split(",")) if n]
+def _names(ctx: Any, param: Any, values: Sequence[str]) -> list[str] | None:
+    names = [n.strip() for text in values for n in text.split(",") if n.strip()]
+    return names or None
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
-    return int(text)
-
-
-def _batch(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 10_000:
-        raise argparse.ArgumentTypeError(f"{text!r}: batch must be 1..10000")
-    return int(text)
-
-
-def _form(*allowed: str) -> Any:
-    def parse(text: str) -> int | str:
-        if text not in allowed:
-            raise argparse.ArgumentTypeError(f"{text!r}: use one of {', '.join(allowed)}")
-        return int(text) if text.isdigit() else text
-
-    return parse
-
-
-_FAULT_NAMES = list(Faults.model_fields)
-
-
-def _fault(text: str) -> tuple[str, Any]:
-    name, sep, value = text.partition("=")
-    name = name.strip().replace("-", "_")
-    if not sep or name not in Faults.model_fields:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: use NAME=VALUE with NAME one of {', '.join(_FAULT_NAMES)}"
+def _faults(ctx: Any, param: Any, values: Sequence[str]) -> dict[str, Any]:
+    faults: dict[str, Any] = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in Faults.model_fields:
+            known = ", ".join(Faults.model_fields)
+            raise click.BadParameter(f"{text!r}: use NAME=VALUE with NAME one of {known}")
+        split = tuple(v.strip() for v in value.split(",") if v.strip())
+        faults[name] = split if name == "malformed_kinds" else value.strip()
+    try:
+        Faults().with_rates(**faults)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
-    if name == "malformed_kinds":
-        return name, tuple(_names(value))
-    return name, value.strip()
+        raise click.BadParameter(problems) from None
+    return faults
 
 
-def _mqtt_arguments(
-    m: argparse._ArgumentGroup,
-    qos_help: str = "QoS of every message (default: each device's, from the scenario)",
-) -> None:
-    m.add_argument(
-        "--mqtt-host",
-        default=os.environ.get("LIVELAB_MQTT_HOST", DEFAULT_HOST),
-        help="broker host (env LIVELAB_MQTT_HOST; default: %(default)s)",
-    )
-    m.add_argument(
-        "--mqtt-port",
-        type=_port,
-        default=os.environ.get("LIVELAB_MQTT_PORT", str(DEFAULT_PORT)),
-        help="broker port (env LIVELAB_MQTT_PORT; default: %(default)s)",
-    )
-    m.add_argument(
-        "--qos",
-        type=int,
-        choices=(0, 1),
-        help=qos_help,
-    )
-    m.add_argument(
-        "--mqtt-version", choices=("3.1.1", "5"), default="3.1.1", help="default: %(default)s"
-    )
+def _lab(ctx: Any, param: Any, value: str | None) -> str | None:
+    if value is not None and not is_lab(value):
+        raise click.BadParameter(describe_bad_name("lab", value))
+    return value
 
 
-def _common_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("scenario and data")
-    g.add_argument(
-        "--scenario",
-        default=DEFAULT_SCENARIO,
-        metavar="NAME|FILE.toml",
-        help="a built-in scenario (see `livelab-sim scenarios`) or a scenario file "
-        "(default: %(default)s)",
-    )
-    g.add_argument(
-        "--lab",
-        help="run the scenario's lab under this name (a one-lab scenario), or run only this "
-        "lab of a scenario with several (default: the scenario's labs)",
-    )
-    g.add_argument(
-        "--devices",
-        type=_names,
-        action="extend",
-        metavar="DEV[,DEV...]",
-        help="publish only these devices (repeatable; default: all; see `livelab-sim devices`)",
-    )
-    g.add_argument(
-        "--sensors",
-        type=_names,
-        action="extend",
-        metavar="NAME[,NAME...]",
-        help="publish only these sensors, e.g. no2,level (default: all)",
-    )
-    g.add_argument(
-        "--seed",
-        type=int,
-        help="the same seed gives the same readings and faults (default: the scenario's)",
-    )
-    g.add_argument(
-        "--fault",
-        type=_fault,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set a fault of every lab, overriding the scenario, e.g. --fault duplicate=0.01 "
-        "--fault late_by=5m (repeatable). Faults: " + ", ".join(_FAULT_NAMES),
-    )
-    g.add_argument(
-        "--ts-format",
-        choices=("rfc3339", "ms"),
-        default="rfc3339",
-        help="how timestamps are written: RFC 3339 text or epoch milliseconds "
-        "(default: %(default)s)",
-    )
-    g.add_argument(
-        "--record",
-        metavar="FILE.csv",
-        help="write every reading that should be stored as CSV: lab,device,sensor,time,value "
-        "(time is RFC 3339 UTC; for form 1 messages it is the publish time, since the "
-        "message carries none). Duplicates and malformed messages are not in it.",
-    )
-    g.add_argument(
-        "--manifest",
-        metavar="FILE.json",
-        help="write what was sent (per series counts, rejections, faults, time range) for "
-        "`livelab-sim audit` (also written when the run fails)",
-    )
-    _mqtt_arguments(common.add_argument_group("MQTT"))
-    o = common.add_argument_group("output")
-    o.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bar or lines, only errors"
-    )
-    o.add_argument(
-        "--metrics-port",
-        type=int,
-        default=0,
-        metavar="PORT",
-        help="serve Prometheus metrics (messages and readings published) on "
-        "http://127.0.0.1:PORT/metrics (default: off)",
-    )
-    v = common.add_argument_group("verify")
-    v.add_argument(
-        "--verify",
-        action="store_true",
-        help="after the run, ask the API whether every reading sent is stored exactly once "
-        "(as `livelab-sim audit` does); exit 1 if not",
-    )
-    audit.add_arguments(common)
-    return common
+def _form(value: str | None) -> Any:
+    return int(value) if value is not None and value.isdigit() else value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = _common_parser()
-    parser = argparse.ArgumentParser(
-        prog="livelab-sim",
-        description="Simulate city live labs (by default Oceanhamnen, Helsingborg's H22 expo "
-        "district) and publish their telemetry to MQTT topics livelab/{lab}/{device}/telemetry "
-        "and .../senml; inject faults; check afterwards that the service stored everything.",
-        epilog="Examples:\n"
-        "  livelab-sim live --history 6h\n"
-        "  livelab-sim live --scenario rehearsal --duration 600 --manifest run.json\n"
-        "  livelab-sim backfill --start 2026-06-01T00:00:00Z --end 2026-06-08T00:00:00Z "
-        "--verify --api-key llk_...\n"
-        "  livelab-sim replay readings.csv --lab pilot-2 --speed 60\n"
-        "  livelab-sim load --processes 2 --duration 30\n"
-        "  livelab-sim audit --manifest run.json --api-key llk_...\n"
-        "  livelab-sim check my-pilot.toml\n\n"
-        "Exit status: 0 ok, 1 broker unreachable, messages unacknowledged or the audit failed,\n"
-        "2 usage error or invalid scenario/replay file, 3 API unreachable for the audit.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _options(*decorators: Decorator) -> Decorator:
+    def apply(f: Callable[..., Any]) -> Callable[..., Any]:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
 
-    p_live = sub.add_parser(
-        "live",
-        parents=[common],
-        help="publish in real time (optionally after backfilling recent history)",
-        description="Publish readings as they happen, every device on its own interval, until "
-        "Ctrl-C (or SIGTERM) or --duration. On stop, sends what faults still hold back, waits "
-        "for outstanding acknowledgements and prints a summary. Logs progress every 10 s.",
-    )
-    pace = p_live.add_mutually_exclusive_group()
-    pace.add_argument(
-        "--rate",
-        type=positive_float,
-        metavar="MSGS_PER_S",
-        help="total messages per second (sets every device's interval)",
-    )
-    pace.add_argument(
-        "--interval",
-        type=duration,
-        metavar="DURATION",
-        help="one message per device every DURATION (default: each device's, from the scenario)",
-    )
-    p_live.add_argument(
-        "--history",
-        type=duration,
-        metavar="DURATION",
-        help="first backfill this much history up to now (with timestamps), e.g. 6h",
-    )
-    p_live.add_argument(
-        "--history-interval",
-        type=duration,
-        default=timedelta(seconds=60),
-        metavar="DURATION",
-        help="reading interval of the history (default: 60s)",
-    )
-    p_live.add_argument(
-        "--form",
-        type=_form("1", "2", "3", "senml"),
-        help="telemetry form of every device: 1 values only (receive time), 2 with ts, "
-        "3 arrays, senml (default: each device's, from the scenario)",
-    )
-    p_live.add_argument("--batch", type=_batch, metavar="N", help="form 3: instants per message")
-    p_live.add_argument(
-        "--duration",
-        type=positive_float,
-        metavar="SECONDS",
-        help="stop after this many seconds (default: run until stopped)",
-    )
-
-    p_back = sub.add_parser(
-        "backfill",
-        parents=[common],
-        help="publish a time range with original timestamps, as fast as the broker acks",
-        description="Publish every reading in [--start, --end) with original timestamps, as "
-        "fast as the broker acknowledges. Each device keeps its interval and form from the "
-        "scenario unless --interval / --form say otherwise (form 1 devices send form 2). "
-        "A progress bar (count, rate, ETA) goes to stderr, a summary to stdout.",
-    )
-    p_back.add_argument(
-        "--start", type=parse_time, required=True, metavar="T", help="RFC 3339, now or now-6h"
-    )
-    p_back.add_argument(
-        "--end", type=parse_time, required=True, metavar="T", help="exclusive; RFC 3339 or now"
-    )
-    p_back.add_argument(
-        "--interval",
-        type=duration,
-        metavar="DURATION",
-        help="time between readings of every device; times are multiples of it since the "
-        "epoch (default: each device's, from the scenario)",
-    )
-    p_back.add_argument(
-        "--form",
-        type=_form("2", "3", "senml"),
-        help="2: a message per device and instant; 3: arrays of --batch instants; senml "
-        "(default: each device's)",
-    )
-    p_back.add_argument(
-        "--batch",
-        type=_batch,
-        metavar="N",
-        help="instants per form 3 message, also capped at 256 KiB (default: each device's)",
-    )
-
-    p_replay = sub.add_parser(
-        "replay",
-        parents=[common],
-        help="publish the readings of a CSV file (e.g. a --record of an earlier run)",
-        description="Publish the readings of a CSV file with columns lab,device,sensor,time,"
-        "value (the --record format; --lab replaces or supplies the lab column). One message "
-        "per device and instant, in time order, as fast as the broker acknowledges or at "
-        "--speed times the original pace. --scenario/--devices/--sensors do not apply; "
-        "--fault does (except bursts).",
-    )
-    p_replay.add_argument("file", metavar="FILE.csv", help="the readings to replay")
-    p_replay.add_argument(
-        "--speed",
-        type=positive_float,
-        metavar="FACTOR",
-        help="pace: 1 = the original pace, 60 = an hour per minute (default: as fast as possible)",
-    )
-    p_replay.add_argument(
-        "--form",
-        type=_form("2", "3", "senml"),
-        default=2,
-        help="telemetry form (default: 2)",
-    )
-    p_replay.add_argument(
-        "--batch", type=_batch, default=10, metavar="N", help="form 3: instants per message"
-    )
-
-    p_load = sub.add_parser(
-        "load",
-        help="publish single-reading messages as fast as possible (or at a rate), from "
-        "several processes: a load generator for benchmarks",
-        description="Publish single-reading form 2 messages to livelab/{lab}/load-P-N/telemetry "
-        "as fast as the broker acknowledges (or at --rate), from --processes processes, and "
-        "report the rate achieved. Every (device, time) is unique, so an audit of the "
-        "manifest checks that each one was stored exactly once.",
-    )
-    _mqtt_arguments(p_load.add_argument_group("MQTT"), "QoS of every message (default: 1)")
-    p_load.add_argument("--lab", default="load", help="lab name in the topics (default: load)")
-    p_load.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
-    loadgen.add_arguments(p_load)
-
-    p_audit = sub.add_parser(
-        "audit",
-        help="check with the API that a run's readings are stored exactly once",
-        description="Read a run's --manifest, ask the API how many readings each series holds "
-        "in the run's time range and how many rejections each lab has gained, print a "
-        "per-series table, and exit 1 if a single reading is missing or doubled.",
-    )
-    p_audit.add_argument(
-        "--manifest", required=True, metavar="FILE.json", help="written by a run's --manifest"
-    )
-    p_audit.add_argument("-q", "--quiet", action="store_true", help="only the table and errors")
-    audit.add_arguments(p_audit)
-
-    p_devices = sub.add_parser(
-        "devices",
-        parents=[common],
-        help="list the devices and sensors of a scenario",
-        description="List the scenario's devices: interval, form, sensors and units.",
-    )
-    p_scen = sub.add_parser(
-        "scenarios", help="list the built-in scenarios", description="The built-in scenarios."
-    )
-    p_check = sub.add_parser(
-        "check",
-        help="validate a scenario file and summarise it",
-        description="Validate a scenario file (exit 2 with every problem listed if it is "
-        "invalid) and summarise its labs, devices, message rate and faults.",
-    )
-    p_check.add_argument("scenario", metavar="NAME|FILE.toml")
-    p_models = sub.add_parser(
-        "models",
-        help="list the sensor models and their parameters",
-        description="The sensor models a scenario can use, with their parameters.",
-    )
-    for p in (p_live, p_back, p_replay, p_load, p_audit, p_devices, p_scen, p_check, p_models):
-        p.set_defaults(subparser=p)  # so usage errors show the subcommand's usage
-    return parser
+    return apply
 
 
-def _install_stop_handlers(stop: threading.Event) -> None:
+_opt = click.option
+SCENARIO = _options(
+    _opt("--scenario", default=DEFAULT_SCENARIO, show_default=True, metavar="NAME|FILE.toml",
+         help="a built-in scenario (see `livelab-sim scenarios`) or a scenario file"),
+    _opt("--lab", callback=_lab, help="run the scenario's lab under this name (a one-lab "
+         "scenario), or only this lab of a scenario with several"),
+)  # fmt: skip
+MQTT = _options(
+    _opt("--mqtt-host", default=lambda: settings().mqtt_host, show_default="LIVELAB_MQTT_HOST "
+         "or 127.0.0.1", help="broker host"),
+    _opt("--mqtt-port", type=click.IntRange(1, 65535), default=lambda: settings().mqtt_port,
+         show_default="LIVELAB_MQTT_PORT or 1883", help="broker port"),
+    _opt("--qos", type=click.IntRange(0, 1), help="QoS of every message (default: each device's)"),
+    _opt("--mqtt-version", type=click.Choice(["3.1.1", "5"]), default="3.1.1", show_default=True),
+)  # fmt: skip
+AUDIT = _options(
+    _opt("--api-url", default=lambda: settings().api_url, show_default="LIVELAB_API_URL or "
+         "http://127.0.0.1:8000", help="the livelab API"),
+    _opt("--api-key", default=lambda: settings().api_key, help="a key that may read the run's "
+         "labs (or LIVELAB_API_KEY; `livelab-api create-key --name audit --lab LAB` makes one)"),
+    _opt("--wait", type=click.FloatRange(0, max_open=True), default=audit.DEFAULT_WAIT,
+         show_default=True, help="keep asking while ingest catches up, until no count changed "
+         "for this many seconds"),
+    _opt("--strict-rejections", is_flag=True, help="more rejections than injected fail the audit "
+         "(by default a note: a message redelivered after a worker crash is rejected twice)"),
+    _opt("--json", "json_path", metavar="FILE", help="also write the report as JSON to FILE"),
+)  # fmt: skip
+RUN = _options(
+    SCENARIO,
+    _opt("--devices", multiple=True, callback=_names, metavar="DEV[,DEV...]",
+         help="publish only these devices (repeatable; see `livelab-sim devices`)"),
+    _opt("--sensors", multiple=True, callback=_names, metavar="NAME[,NAME...]",
+         help="publish only these sensors, e.g. no2,level"),
+    _opt("--seed", type=int, help="the same seed gives the same readings and faults "
+         "(default: the scenario's)"),
+    _opt("--fault", "faults", multiple=True, callback=_faults, metavar="NAME=VALUE",
+         help="set a fault of every lab, e.g. --fault duplicate=0.01 --fault late_by=5m "
+         "(repeatable). Faults: " + ", ".join(Faults.model_fields)),
+    _opt("--ts-format", type=click.Choice(["rfc3339", "ms"]), default="rfc3339",
+         show_default=True, help="timestamps as RFC 3339 text or epoch milliseconds"),
+    _opt("--record", metavar="FILE.csv", help="write every reading that should be stored as "
+         "CSV: lab,device,sensor,time,value (for form 1 the time is the publish time)"),
+    _opt("--manifest", metavar="FILE.json", help="write what was sent, for `livelab-sim audit` "
+         "(also written when the run fails)"),
+    MQTT,
+    _opt("-q", "--quiet", is_flag=True, help="no progress, only errors and the summary"),
+    _opt("--metrics-port", type=int, default=0, metavar="PORT", help="serve Prometheus metrics "
+         "on http://127.0.0.1:PORT/metrics (default: off)"),
+    _opt("--verify", is_flag=True, help="after the run, audit it as `livelab-sim audit` does; "
+         "exit 1 if a reading is missing or doubled"),
+    AUDIT,
+)  # fmt: skip
+BATCH = _opt("--batch", type=click.IntRange(1, 10_000), metavar="N", help="form 3: instants per "
+             "message, also capped at 256 KiB (default: each device's)")  # fmt: skip
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Exit status: 0 ok, 1 broker unreachable, messages unacknowledged or the audit "
+    "failed, 2 usage error or invalid scenario/replay file, 3 API unreachable for the audit.",
+)
+def cli() -> None:
+    """Simulate city live labs (by default Oceanhamnen, Helsingborg's H22 expo district),
+    publish their telemetry to MQTT, inject faults, and audit what the service stored."""
+
+
+# -- the runs -----------------------------------------------------------------------------------
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
     def handle(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
+        name = signal.Signals(signum).name
         log.warning(
-            "%s: stopping after outstanding messages are acknowledged (again to abort)",
-            signal.Signals(signum).name,
+            "%s: stopping after outstanding messages are acknowledged (again to abort)", name
         )
         stop.set()
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
+    return stop
 
 
-def _describe_scenario(scenario: Scenario) -> str:
+def _logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s livelab-sim: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per audit request
+
+
+def _run(mode: str, p: dict[str, Any], call: Callable[[RunOptions], runner.Summary]) -> None:
+    """Set up (logging, signals, metrics), run `call`, save the manifest, audit if asked."""
+    ctx = click.get_current_context()
+    _logging(p["quiet"])
+    if p["verify"] and not p["api_key"]:
+        raise click.UsageError("--verify needs an API key: --api-key KEY or LIVELAB_API_KEY")
+    if p["metrics_port"]:
+        try:
+            metrics.serve(p["metrics_port"])
+        except OSError as exc:
+            ctx.fail(f"cannot serve metrics on port {p['metrics_port']}: {exc}")
+    manifest = Manifest(mode=mode)
+    options = RunOptions(
+        scenario=p.get("scenario"), lab=p["lab"], devices=p.get("devices"),
+        sensors=p.get("sensors"), seed=p["seed"], interval=p.get("interval"),
+        form=_form(p.get("form")), batch=p.get("batch"), qos=p["qos"], faults=p["faults"],
+        ts_format="epoch_ms" if p["ts_format"] == "ms" else "rfc3339", host=p["mqtt_host"],
+        port=p["mqtt_port"], mqtt_version=p["mqtt_version"], record=p["record"],
+        manifest=manifest, stop=_stop_on_signals(), progress="off" if p["quiet"] else "bar",
+    )  # fmt: skip
+    try:
+        summary = call(options)
+    except (ReplayError, ScenarioError) as exc:
+        click.echo(f"livelab-sim: {exc}", err=True)
+        ctx.exit(2)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except SimulatorError as exc:
+        click.echo(f"livelab-sim: error: {exc}", err=True)
+        ctx.exit(1)
+    except KeyboardInterrupt:
+        click.echo("livelab-sim: aborted; outstanding messages may be lost", err=True)
+        ctx.exit(130)
+    finally:
+        if p["manifest"]:
+            manifest.save(p["manifest"])
+    click.echo(summary)
+    if p["verify"]:
+        ctx.exit(_audit(manifest, p))
+
+
+def _audit(manifest: Manifest, p: dict[str, Any]) -> int:
+    return audit.run_audit(
+        manifest, api_url=p["api_url"], api_key=p["api_key"], wait=p["wait"],
+        strict_rejections=p["strict_rejections"], json_path=p["json_path"],
+    )  # fmt: skip
+
+
+DURATION: dict[str, Any] = {"callback": _duration, "metavar": "DURATION"}
+POSITIVE: dict[str, Any] = {"type": float, "callback": _positive}
+LIVE = _options(
+    _opt("--rate", **POSITIVE, metavar="MSGS_PER_S", help="total messages per second (sets "
+         "every device's interval)"),
+    _opt("--interval", **DURATION, help="one message per device every DURATION (default: each "
+         "device's)"),
+    _opt("--history", **DURATION, help="first backfill this much history up to now, e.g. 6h"),
+    _opt("--history-interval", default="60s", **DURATION, show_default=True,
+         help="reading interval of the history"),
+    _opt("--form", type=click.Choice(["1", "2", "3", "senml"]), help="telemetry form of every "
+         "device (default: each device's)"),
+    BATCH,
+    _opt("--duration", **POSITIVE, metavar="SECONDS", help="stop after this many seconds "
+         "(default: run until stopped)"),
+)  # fmt: skip
+BACKFILL = _options(
+    _opt("--start", required=True, callback=_time, metavar="T", help="RFC 3339, now or now-6h"),
+    _opt("--end", required=True, callback=_time, metavar="T", help="exclusive; RFC 3339 or now"),
+    _opt("--interval", **DURATION, help="time between readings of every device; times are "
+         "multiples of it since the epoch (default: each device's)"),
+    _opt("--form", type=click.Choice(["2", "3", "senml"]), help="2: a message per device and "
+         "instant; 3: arrays of --batch instants; senml (default: each device's; 1 sends 2)"),
+    BATCH,
+)  # fmt: skip
+REPLAY = _options(
+    _opt("--speed", **POSITIVE, metavar="FACTOR", help="1 = the original pace, 60 = an hour "
+         "per minute (default: as fast as possible)"),
+    _opt("--form", type=click.Choice(["2", "3", "senml"]), default="2", show_default=True),
+    _opt("--batch", type=click.IntRange(1, 10_000), default=10, show_default=True,
+         metavar="N", help="form 3: instants per message"),
+)  # fmt: skip
+LOAD = _options(
+    MQTT,
+    _opt("--lab", default="load", show_default=True, callback=_lab, help="lab in the topics"),
+    _opt("--processes", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+         help="publishing processes, each with its own connection; 1 publishes from this one"),
+    _opt("--messages", type=click.IntRange(min=1), metavar="N", help="publish N messages in "
+         "total (give this or --duration)"),
+    _opt("--duration", **POSITIVE, metavar="SECONDS", help="publish for this many seconds "
+         "(give this or --messages)"),
+    _opt("--rate", **POSITIVE, metavar="MSGS_PER_S", help="total messages per second, on a "
+         "steady schedule (default: as fast as the broker acknowledges)"),
+    _opt("--devices", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
+         help="series in total: devices load-PP-NNNN, sensor 'load', one reading a message"),
+    _opt("--manifest", metavar="FILE", help="write what was sent, for `livelab-sim audit`"),
+    _opt("-q", "--quiet", is_flag=True, help="only errors and the summary"),
+)  # fmt: skip
+
+
+@cli.command()
+@RUN
+@LIVE
+def live(**p: Any) -> None:
+    """Publish in real time, every device on its own interval, until Ctrl-C (or SIGTERM) or
+    --duration; then send what faults still hold back, wait for every acknowledgement and
+    print a summary. Logs progress every 10 s."""
+    if p["rate"] is not None and p["interval"] is not None:
+        raise click.UsageError("give --rate or --interval, not both")
+    _run("live", p, lambda o: runner.live(
+        o, rate=p["rate"], history=p["history"], history_interval=p["history_interval"],
+        duration=p["duration"],
+    ))  # fmt: skip
+
+
+@cli.command()
+@RUN
+@BACKFILL
+def backfill(**p: Any) -> None:
+    """Publish every reading in [--start, --end) with original timestamps, as fast as the
+    broker acknowledges. Progress (count, rate, ETA) goes to stderr, a summary to stdout."""
+    _run("backfill", p, lambda o: runner.backfill(p["start"], p["end"], o))
+
+
+@cli.command()
+@click.argument("file", metavar="FILE.csv")
+@RUN
+@REPLAY
+def replay(**p: Any) -> None:
+    """Publish the readings of a CSV file with columns lab,device,sensor,time,value (the
+    --record format; --lab replaces or supplies the lab), one message per device and instant,
+    in time order. --scenario, --devices and --sensors do not apply; --fault does (no
+    bursts)."""
+    _run("replay", p, lambda o: runner.replay(p["file"], o, speed=p["speed"]))
+
+
+@cli.command()
+@LOAD
+def load(**p: Any) -> None:
+    """Publish single-reading form 2 messages to livelab/{lab}/load-PP-NNNN/telemetry as fast
+    as the broker acknowledges (or at --rate) from --processes processes, and report the rate.
+    Every (device, time) is unique, so an audit of the manifest checks exactly-once storage."""
+    _logging(p["quiet"])
+    if (p["messages"] is None) == (p["duration"] is None):
+        raise click.UsageError("give --messages N or --duration SECONDS (one of them)")
+    try:
+        options = loadgen.LoadOptions(
+            lab=p["lab"], processes=p["processes"], messages=p["messages"],
+            duration=p["duration"], rate=p["rate"], devices=p["devices"],
+            qos=1 if p["qos"] is None else p["qos"], host=p["mqtt_host"], port=p["mqtt_port"],
+            mqtt_version=p["mqtt_version"], manifest=p["manifest"],
+        )  # fmt: skip
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        click.echo(loadgen.run_load(options, _stop_on_signals()))
+    except SimulatorError as exc:
+        click.echo(f"livelab-sim: error: {exc}", err=True)
+        sys.exit(1)
+
+
+@cli.command(name="audit")
+@_opt("--manifest", required=True, metavar="FILE.json", help="written by a run's --manifest")
+@_opt("-q", "--quiet", is_flag=True, help="only the table and errors")
+@AUDIT
+def audit_cmd(**p: Any) -> None:
+    """Read a run's manifest, ask the API how many readings each series holds in the run's
+    range and how many rejections each lab gained, print a per-series table; exit 1 if a
+    single reading is missing or doubled."""
+    _logging(p["quiet"])
+    try:
+        manifest = Manifest.load(p["manifest"])
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(_audit(manifest, p))
+
+
+# -- what there is ------------------------------------------------------------------------------
+
+
+def _scenario_labs(scenario: str, lab: str | None) -> tuple[Scenario, list[LabSpec]]:
+    try:
+        return runner.resolve_labs(RunOptions(scenario=scenario, lab=lab))
+    except ScenarioError as exc:
+        click.echo(f"livelab-sim: {exc}", err=True)
+        sys.exit(2)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _describe(scenario: Scenario) -> str:
     lines = [f"{scenario.name}: {scenario.description}".rstrip(": "), f"  file: {scenario.source}"]
     for lab in scenario.labs:
         rate = sum(1 / d.interval.total_seconds() for d in lab.devices)
@@ -423,19 +419,37 @@ def _describe_scenario(scenario: Scenario) -> str:
     return "\n".join(lines)
 
 
-def _print_devices(labs: Sequence[Any]) -> None:
-    for lab in labs:
-        print(f"lab {lab.name}: {lab.description}")
-        for d in lab.devices:
+@cli.command()
+@SCENARIO
+def devices(scenario: str, lab: str | None) -> None:
+    """List the scenario's devices: interval, form, sensors and units."""
+    for spec in _scenario_labs(scenario, lab)[1]:
+        click.echo(f"lab {spec.name}: {spec.description}")
+        for d in spec.devices:
             sensors = ", ".join(f"{s.name} ({s.unit})" for s in d.sensors)
             form = f"form {d.form}" if d.form != "senml" else "SenML"
-            print(
-                f"  {d.name:<12} every {format_duration(d.interval):>5}, {form:<7} "
-                f"{d.description}: {sensors}"
-            )
+            every = format_duration(d.interval)
+            click.echo(f"  {d.name:<12} every {every:>5}, {form:<7} {d.description}: {sensors}")
 
 
-def _print_models() -> None:
+@cli.command()
+def scenarios() -> None:
+    """List the built-in scenarios."""
+    for path in builtin_scenarios().values():
+        click.echo(_describe(load_scenario(path)))
+
+
+@cli.command()
+@click.argument("scenario", metavar="NAME|FILE.toml")
+def check(scenario: str) -> None:
+    """Validate a scenario file (exit 2 with every problem listed if it is invalid) and
+    summarise its labs, devices, message rate and faults."""
+    click.echo(_describe(_scenario_labs(scenario, None)[0]))
+
+
+@cli.command()
+def models() -> None:
+    """List the sensor models a scenario can use, with their parameters."""
     for name, cls in MODELS.items():
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         params = [
@@ -443,149 +457,20 @@ def _print_models() -> None:
             for f in dataclasses.fields(cls)
             if f.name != "name" and f.default is not dataclasses.MISSING
         ]
-        print(f"{name:<15} {doc}\n{'':<15} parameters: {', '.join(params)}")
-
-
-def _faults_arg(parser: argparse.ArgumentParser, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    faults = dict(pairs)
-    if faults:
-        try:
-            Faults().with_rates(**faults)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors()
-            )
-            parser.error(f"--fault: {problems}")
-    return faults
+        click.echo(f"{name:<15} {doc}\n{'':<15} parameters: {', '.join(params)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    parser: argparse.ArgumentParser = args.subparser
-    logging.basicConfig(
-        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-        format="%(asctime)s %(levelname)s livelab-sim: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per audit request
-    if args.command == "scenarios":
-        for path in builtin_scenarios().values():
-            print(_describe_scenario(load_scenario(path)))
-        return 0
-    if args.command == "models":
-        _print_models()
-        return 0
-    if args.command == "check":
-        try:
-            print(_describe_scenario(load_scenario(args.scenario)))
-        except ScenarioError as exc:
-            print(f"livelab-sim: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    if args.command == "audit":
-        try:
-            manifest = Manifest.load(args.manifest)
-        except (OSError, ValueError) as exc:
-            parser.error(str(exc))
-        return audit.run_audit(manifest, args)
-
-    if args.lab is not None and not is_lab(args.lab):
-        parser.error(f"--lab: {describe_bad_name('lab', args.lab)}")
-    stop = threading.Event()
-    if args.command == "load":
-        _install_stop_handlers(stop)
-        try:
-            return loadgen.run_from_args(
-                args,
-                host=args.mqtt_host,
-                port=args.mqtt_port,
-                qos=1 if args.qos is None else args.qos,
-                mqtt_version=args.mqtt_version,
-                lab=args.lab,
-                stop=stop,
-            )
-        except ValueError as exc:
-            parser.error(str(exc))
-
-    faults = _faults_arg(parser, args.fault)
-    if args.command != "replay":
-        try:
-            scenario, labs = resolve_labs(
-                args.scenario, args.lab, devices=args.devices, sensors=args.sensors,
-                faults=faults,
-            )  # fmt: skip
-        except ScenarioError as exc:
-            print(f"livelab-sim: {exc}", file=sys.stderr)
-            return 2
-        except ValueError as exc:
-            parser.error(str(exc))
-        if args.command == "devices":
-            _print_devices(labs)
-            return 0
-    if args.verify and not args.api_key:
-        parser.error("--verify needs an API key: --api-key KEY or LIVELAB_API_KEY")
-
-    ts_format = "epoch_ms" if args.ts_format == "ms" else "rfc3339"
-    _install_stop_handlers(stop)
-    if args.metrics_port:
-        try:
-            metrics.serve(args.metrics_port)
-        except OSError as exc:
-            print(
-                f"livelab-sim: cannot serve metrics on port {args.metrics_port}: {exc}",
-                file=sys.stderr,
-            )
-            return 2
-    manifest = Manifest(mode=args.command)
-    common: dict[str, Any] = {
-        "ts_format": ts_format,
-        "record": args.record,
-        "stop": stop,
-        "host": args.mqtt_host,
-        "port": args.mqtt_port,
-        "mqtt_version": args.mqtt_version,
-        "manifest": manifest,
-    }
-    progress: str | float = "off" if args.quiet else "bar"
+    """The console script: run the command line, return its exit status."""
     try:
-        if args.command == "backfill":
-            summary = backfill(
-                args.lab, args.start, args.end, scenario=scenario, interval=args.interval,
-                seed=args.seed, devices=args.devices, sensors=args.sensors, form=args.form,
-                batch=args.batch, qos=args.qos, faults=faults, progress=progress, **common,
-            )  # fmt: skip
-        elif args.command == "replay":
-            summary = replay(
-                args.file, lab=args.lab, speed=args.speed, form=args.form, batch=args.batch,
-                qos=1 if args.qos is None else args.qos, faults=faults,
-                seed=DEFAULT_SEED if args.seed is None else args.seed, progress=progress, **common,
-            )  # fmt: skip
-        else:
-            summary = live(
-                args.lab, scenario=scenario, rate=args.rate, interval=args.interval,
-                history=args.history, history_interval=args.history_interval, form=args.form,
-                batch=args.batch, qos=args.qos, faults=faults, seed=args.seed,
-                duration=args.duration, devices=args.devices, sensors=args.sensors, **common,
-            )  # fmt: skip
-    except ReplayError as exc:
-        print(f"livelab-sim: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        parser.error(str(exc))
-    except SimulatorError as exc:
-        print(f"livelab-sim: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("livelab-sim: aborted; outstanding messages may be lost", file=sys.stderr)
+        code = cli.main(args=argv, prog_name="livelab-sim", standalone_mode=False)
+        return code if isinstance(code, int) else 0  # ctx.exit(n) returns n here
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("livelab-sim: aborted", err=True)
         return 130
-    finally:
-        if args.manifest:
-            manifest.save(args.manifest)
-    print(summary)
-    if args.verify:
-        return audit.run_audit(manifest, args)
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,35 +12,22 @@ from typing import Annotated
 from pydantic import BeforeValidator
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_WHOLE = re.compile(r"\d+(?:\.\d+)?|(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
 def parse_duration(text: str | float) -> timedelta:
-    """'90' or '90s', '15m', '6h', '2d', '1w', '1h30m', '500ms' (or a number of seconds).
-
-    Raises ValueError with an example of the expected form.
-    """
-    if isinstance(text, bool):
-        raise ValueError(f"{text!r} is not a duration (e.g. 90s, 15m, 6h, 2d, 1h30m)")
-    if isinstance(text, int | float):
+    """'90' or '90s', '15m', '6h', '2d', '1w', '1h30m', '500ms' (or a number of seconds);
+    ValueError with an example of the expected form."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
         seconds = float(text)
-        shown = repr(text)
+    elif isinstance(text, str) and _WHOLE.fullmatch(clean := text.strip().lower()):
+        parts = _PART.findall(clean) or [(clean, "")]
+        seconds = sum(float(n) * _UNITS[unit] for n, unit in parts)
     else:
-        shown = repr(text)
-        text = text.strip().lower()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            seconds = float(text)
-        else:
-            pos, seconds = 0, 0.0
-            for m in _PART.finditer(text):
-                if m.start() != pos:
-                    break
-                seconds += float(m.group(1)) * _UNITS[m.group(2)]
-                pos = m.end()
-            if pos != len(text) or not text:
-                raise ValueError(f"{shown} is not a duration (e.g. 90s, 15m, 6h, 2d, 1h30m)")
+        raise ValueError(f"{text!r} is not a duration (e.g. 90s, 15m, 6h, 2d, 1h30m)")
     if not 0 < seconds < float("inf"):
-        raise ValueError(f"{shown}: the duration must be positive")
+        raise ValueError(f"{text!r}: the duration must be positive")
     return timedelta(seconds=seconds)
 
 

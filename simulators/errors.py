@@ -3,7 +3,8 @@
 SimulatorError
 ├── BrokerUnreachable   the MQTT broker refused or did not answer the connection
 ├── PublishIncomplete   messages were still unacknowledged when the run had to end
-└── AuditError          the delivery audit could not ask the API (unreachable, key refused, 5xx)
+├── ScenarioError       a scenario file that cannot be read or does not validate
+└── AuditError          the audit could not ask the API (unreachable, key refused, 5xx)
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class PublishIncomplete(SimulatorError):
         self.failed = failed
 
 
-class AuditError(SimulatorError):
-    """The audit could not get its answers from the API: unreachable, key refused, 5xx, ...
+class ScenarioError(SimulatorError):
+    """A scenario file that cannot be read or does not validate."""
 
-    Not raised for a mismatch: that is a failed `AuditReport`, not an error.
-    """
+
+class AuditError(SimulatorError):
+    """The audit could not ask the API (a mismatch is a failed `AuditReport`, not an error)."""

@@ -1,36 +1,8 @@
-"""Faults a simulated lab can inject, with their rates (the ``[faults]`` table of a scenario).
-
-Every rate is a probability in [0, 1]; 0 (the default) switches the fault off.
-
-========================  ===========  =================================================
-fault                     rate is per  what happens
-========================  ===========  =================================================
-``drop``                  reading      the reading is never sent (a lost radio packet)
-``duplicate``             message      the message is sent again a little later (stored
-                                       once: same series and time)
-``out_of_order``          message      held back 1-3 device intervals, so later messages
-                                       overtake it
-``late``                  message      held back ``late_by`` (default 15m), then sent
-``malformed``             message      an extra, broken message is sent beside it, of one
-                                       of ``malformed_kinds`` (each must become exactly one
-                                       rejection and store nothing)
-``clock_skew``            device       the device's clock is off by up to
-                                       ±``clock_skew_max`` (default 90s): its timestamps
-                                       are shifted by that constant amount
-``burst``                 message      the device also sends ``burst_size`` (default 10)
-                                       extra readings at once, spaced 1 s (or closer)
-``offline``               message      the device goes offline for ``offline_for``
-                                       (default 30m): nothing is sent meanwhile
-========================  ===========  =================================================
-
-Duplicates are not injected for form 1 devices: their readings carry no time, so a second
-copy is a new reading (stored twice, rightly), not a duplicate.
-
-The malformed kinds (`MALFORMED_KINDS`) and what the ingest worker must say about each:
-``json`` truncated JSON, ``empty`` an empty payload, ``type`` text where a number belongs,
-``nan`` a NaN literal (not JSON), ``timestamp`` a time before 2000, ``future`` a time in
-2100, ``oversize`` a payload over 256 KiB, ``topic`` an unknown format in the topic, ``name``
-a sensor name outside the alphabet, ``senml`` a SenML record with a string value.
+"""Fault rates (``[faults]`` of a scenario; the table is in README's Simulators section) and
+the malformed messages. Each rate is a probability, 0 (off) by default: ``drop`` per reading;
+``duplicate`` (not for form 1: without a time a copy is a new reading), ``out_of_order``,
+``late``, ``malformed`` (one of ``malformed_kinds``: each must become one rejection),
+``burst``, ``offline`` per message; ``clock_skew`` per device.
 """
 
 from __future__ import annotations

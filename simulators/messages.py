@@ -1,12 +1,6 @@
-"""A device's readings as the payloads of CONTRACT.md, built with `schemas.telemetry`.
-
-- form 1: ``{"no2": 17.4, ...}``, values only; ingest stamps them with its receive time.
-- form 2: ``{"ts": T, "values": {...}}``, one instant.
-- form 3: a JSON array of form 2 objects, filled by `Batch` up to the device's batch size
-  and never past `MAX_READINGS_PER_MESSAGE` readings or `MAX_PAYLOAD_BYTES` (a batch that
-  would be larger is sent early).
-- SenML: ``[{"bt": seconds, "n": sensor, "u": unit, "v": value}, {"n": ..., ...}]``.
-"""
+"""A device's readings as the payloads of CONTRACT.md (built with `schemas.telemetry`): form 1
+(values only), form 2 (one instant), form 3 (an array of form 2 objects, filled by `Batch`
+within `MAX_READINGS_PER_MESSAGE` and `MAX_PAYLOAD_BYTES`) and SenML."""
 
 from __future__ import annotations
 

@@ -1,17 +1,8 @@
-"""Sensor models: a value for any (seed, device, sensor, time), with no state in between.
-
-Every value is a pure function of the seed, the series (device, sensor) and the timestamp, so
-the same seed replays the same readings whatever the order, range or interval asked for, and
-a test can recompute any reading on its own. Randomness comes from a stable hash (BLAKE2b)
-of those parts, never from Python's ``hash()`` (salted per process) or a shared RNG.
-
-Shapes used by the models:
-
-- `white`: independent noise per reading.
-- `smooth`: value noise - random knots every `period` seconds joined by a smooth curve, for
-  weather-like drifts that are continuous in time.
-- daily and weekly profiles in local time (Europe/Stockholm), so rush hours follow the clock
-  on the wall, DST included.
+"""Sensor models: a value for any (seed, device, sensor, time), with no state in between, so
+the same seed replays the same readings whatever the order, range or interval. Randomness
+is a stable hash (BLAKE2b) of those parts; `white` noise per reading, `smooth` noise (knots
+every `period` joined smoothly) for weather-like drift; daily and weekly profiles follow
+Europe/Stockholm wall time, DST included.
 """
 
 from __future__ import annotations

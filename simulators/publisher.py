@@ -1,47 +1,18 @@
 """`Publisher`: a single-threaded paho-mqtt 2.x client that publishes as fast as the broker
-acknowledges.
+acknowledges, through paho's public API only.
 
     with Publisher(host="127.0.0.1", port=1883, qos=1) as pub:
         pub.publish("livelab/oceanhamnen/aq-01/telemetry", b'{"no2": 17.4}')
         pub.idle(5.0)  # between messages: keeps the connection alive, reads acknowledgements
     # leaving the block waits until every message is acknowledged (QoS 1) or written (QoS 0)
 
-Not thread-safe: make every call from one thread. There is no network thread: paho's loop is
-driven from `publish`, `poll`, `idle` and `wait_all`, so call `poll()` or `idle()` when not
-publishing for a while (at least every `keepalive` seconds), or the broker drops the connection.
-
-Why no network thread: with paho's ``loop_start`` every publish hands its packet to the
-network thread (a socketpair wake-up, the GIL going back and forth). Driven by hand in one
-thread, ``client.publish()`` writes the packet straight to the socket (paho does so when no
-loop thread runs), and reading the PUBACKs every 64 publishes costs one ``recv``. paho's own
-``loop()`` is not used either: it creates a socketpair whose wake-up byte costs a ``send`` per
-publish. Measured on the local Mosquitto (2 CPUs shared with it, MQTT 3.1.1, QoS 1, 200k
-messages, one payload, no subscriber): the previous ``loop_start`` Publisher 21-27k msg/s; a
-bare paho loop in one thread driven with ``loop()`` ~38k, with our own ``select`` ~42k, and
-with the buffered reads below ~45k; this `Publisher`, with its accounting, ~43k msg/s.
-``python -m bench.simulator`` measures it with payload generation (the load generator).
-
-Buffered reads: paho reads each incoming packet with at least three ``recv`` calls (the type
-byte, the length bytes, the rest): three system calls per 4-byte PUBACK. `_Client` overrides paho's
-``_sock_recv`` to read up to 64 KiB at once and serve paho's small reads from that buffer
-(plain TCP only; any data left in the buffer makes the next wait not block).
-
-Flow control: at most `max_inflight` messages are outstanding; `publish` services the network
-(blocking) until the broker acknowledges older ones. paho's own in-flight window (default 20)
-would cap QoS 1 at 20 messages per round trip, and any paho window has a cost: on every PUBACK
-paho scans all its outgoing messages for a queued one to send (``Client._update_inflight``,
-O(window) per ack; measured with ``loop_start``: window 1000 -> 7k msg/s, 100 -> 14k msg/s).
-So paho's window is switched off (0 = unlimited) and ours bounds the messages in flight
-instead. paho's queue is unbounded too (``max_queued_messages=0``) for the same reason.
-
-Reconnects: when the connection is lost, `poll`/`idle`/`publish`/`wait_all` reconnect with a
-backoff (the first attempt 1 s after the loss, then 2, 4, ... up to 30 s apart; each TCP
-connect attempt blocks up to `connect_timeout`), logging one warning per outage and an info
-line when back. paho's ``reconnect()`` re-sends every QoS 1 message not yet acknowledged
-(``_messages_reconnect_reset_out``, with DUP set), and messages published while the connection
-is down wait in paho's queue until the CONNACK. So a broker restart costs time, not QoS 1
-messages; ingest stores duplicates once. QoS 0 messages not yet written when the connection
-drops are lost (at most once): they count as `dropped`.
+No network thread: paho is driven from `publish`, `poll`, `idle` and `wait_all`, so
+``client.publish()`` writes straight to the socket and PUBACKs are read every `POLL_EVERY`
+publishes (``loop_start`` hands every packet to a thread: 21-27k msg/s here against ~40k).
+Flow control: at most `max_inflight` outstanding; paho's own window is off, as paho scans it
+on every PUBACK. A lost connection is retried with tenacity's exponential backoff (1, 2, 4 ...
+30 s), one warning per outage; paho re-sends unacknowledged QoS 1 messages on reconnect, and
+QoS 0 messages not yet written are lost (counted as `dropped`).
 """
 
 from __future__ import annotations
@@ -53,10 +24,10 @@ import secrets
 import select
 import time
 from collections import deque
-from types import TracebackType
 from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as mqtt
+import tenacity
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -70,58 +41,31 @@ _PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
 POLL_EVERY = 64  # publishes between reads of the acknowledgements...
 POLL_INTERVAL = 0.05  # ...or seconds, whichever comes first (slow publishers get acks too)
 STOP_CHECK = 0.2  # `idle` looks at its stop event at least this often (seconds)
-MIN_RECONNECT_DELAY = 1.0
-MAX_RECONNECT_DELAY = 30.0
-_READ_SIZE = 65536
+#: The delay before each reconnect attempt of an outage: 1 s, 2 s, 4 s, ... 30 s, +0-0.5 s.
+RECONNECT_WAIT = tenacity.wait_exponential_jitter(initial=1, max=30, jitter=0.5)
 _MAX_MID = 65535  # paho's message ids: more QoS 1 messages in flight would collide
 _NOT_WRITTEN = (MQTTErrorCode.MQTT_ERR_NO_CONN, MQTTErrorCode.MQTT_ERR_CONN_LOST)
 _monotonic = time.monotonic
 
 
 class StopFlag(Protocol):
-    """What `Publisher.idle` needs of its stop event: `threading.Event` or a
-    `multiprocessing` one."""
+    """A `threading.Event` or a `multiprocessing` one."""
 
     def is_set(self) -> bool: ...
 
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-class _Client(mqtt.Client):
-    """paho's client, reading the socket through a buffer (see the module doc)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rbuf = b""
-        self._rpos = 0
-        self._rsock: object = None  # the socket `_rbuf` came from
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        sock = self._sock
-        if sock is None:
-            raise ConnectionError("not connected")
-        buf, pos = self._rbuf, self._rpos
-        if sock is not self._rsock or pos >= len(buf):
-            buf = sock.recv(_READ_SIZE)  # BlockingIOError when nothing is waiting
-            self._rbuf, self._rsock, pos = buf, sock, 0
-            if not buf:
-                return buf  # the broker closed the connection
-        end = pos + bufsize
-        self._rpos = end
-        return buf[pos:end]
-
-    def buffered(self) -> bool:
-        """True when data read from the socket awaits processing."""
-        return self._rpos < len(self._rbuf) and self._rsock is self._sock and self._sock is not None
-
-    def close_socket(self) -> None:
-        """Close the connection without a DISCONNECT (paho's own ``_sock_close``)."""
-        self._sock_close()
+def _attempts() -> tenacity.RetryCallState:
+    """A fresh count of attempts, as tenacity's wait strategies read it (attempt_number)."""
+    return tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
 
 
 class Publisher:
     """Publishes messages to one MQTT broker from one thread; a context manager that connects
-    and drains. Not thread-safe."""
+    and drains. Counts: `sent` (handed to paho), `acknowledged` (QoS 1, or written out for
+    QoS 0), `failed` (refused by an MQTT 5 broker), `dropped` (QoS 0 lost with the
+    connection). Not thread-safe."""
 
     def __init__(
         self,
@@ -135,30 +79,24 @@ class Publisher:
         connect_timeout: float = 10.0,
         keepalive: int = 30,
     ) -> None:
-        if qos not in (0, 1):
-            raise ValueError(f"qos must be 0 or 1, not {qos!r}")
-        if mqtt_version not in _PROTOCOLS:
-            raise ValueError(f"mqtt_version must be '3.1.1' or '5', not {mqtt_version!r}")
-        if not 1 <= max_inflight <= _MAX_MID:
-            raise ValueError(f"max_inflight must be 1..{_MAX_MID}, not {max_inflight}")
-        if not 0 < port < 65536:
-            raise ValueError(f"port must be 1..65535, not {port}")
-        if not connect_timeout > 0:
-            raise ValueError(f"connect_timeout must be positive, not {connect_timeout!r}")
-        if keepalive < 0:
-            raise ValueError(f"keepalive must be 0 (off) or positive, not {keepalive!r}")
-        self.host = host
-        self.port = port
-        self.qos = qos
-        self.max_inflight = max_inflight
-        self.connect_timeout = connect_timeout
-        self.keepalive = keepalive
+        for bad, what in (
+            (qos not in (0, 1), f"qos must be 0 or 1, not {qos!r}"),
+            (mqtt_version not in _PROTOCOLS, f"mqtt_version must be 3.1.1 or 5: {mqtt_version!r}"),
+            (not 1 <= max_inflight <= _MAX_MID, f"max_inflight: 1..{_MAX_MID}, not {max_inflight}"),
+            (not 0 < port < 65536, f"port must be 1..65535, not {port}"),
+            (not connect_timeout > 0, f"connect_timeout must be positive, not {connect_timeout!r}"),
+            (keepalive < 0, f"keepalive must be 0 (off) or positive, not {keepalive!r}"),
+        ):  # fmt: skip
+            if bad:
+                raise ValueError(what)
+        self.host, self.port, self.qos, self.keepalive = host, port, qos, keepalive
+        self.max_inflight, self.connect_timeout = max_inflight, connect_timeout
         self.client_id = client_id or f"livelab-sim-{os.getpid()}-{secrets.token_hex(3)}"
 
-        self._sent = 0  # handed to paho
-        self._done = 0  # acknowledged (QoS 1) or written to the socket (QoS 0)
-        self._failed = 0  # PUBACK with a failure reason code (MQTT 5)
-        self._dropped = 0  # QoS 0 messages lost with the connection
+        self.sent = 0  # messages handed to paho
+        self.acknowledged = 0  # acknowledged (QoS 1) or written to the socket (QoS 0)
+        self.failed = 0  # refused: a PUBACK with a failure reason code (MQTT 5)
+        self.dropped = 0  # QoS 0 messages lost with the connection (at most once)
         self._qos0: deque[mqtt.MQTTMessageInfo] = deque()  # QoS 0 waiting in paho's buffer
         self._poll_at = 0.0  # publish services the network at this time at the latest
         self._connected = False  # CONNACK received on the current connection
@@ -166,16 +104,13 @@ class Publisher:
         self._was_connected = False  # connect() succeeded once: losses are reconnected
         self._down_since: float | None = None  # monotonic time the current outage began
         self._retry_at = 0.0
-        self._delay = MIN_RECONNECT_DELAY
+        self._attempts = _attempts()  # of the current outage, for RECONNECT_WAIT
         self._closing = False
         self._closed = False
         self.reconnects = 0  # times the connection was lost (and re-established or retried)
 
-        client = _Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=_PROTOCOLS[mqtt_version],
-        )
+        version, protocol = CallbackAPIVersion.VERSION2, _PROTOCOLS[mqtt_version]
+        client = mqtt.Client(version, client_id=self.client_id, protocol=protocol)
         client.max_inflight_messages_set(0)  # our window bounds it; see the module doc
         client.max_queued_messages_set(0)
         client.connect_timeout = connect_timeout
@@ -191,17 +126,17 @@ class Publisher:
     ) -> None:
         if reason.is_failure:
             self._connect_error = f"connection refused: {reason}"
-            log.debug("MQTT broker at %s:%s refused the connection: %s", *self._addr, reason)
+            log.debug(
+                "MQTT broker at %s:%s refused the connection: %s", self.host, self.port, reason
+            )
             return
         self._connected = True
         self._connect_error = None
         if self._down_since is not None:
             log.info(
                 "reconnected to MQTT broker at %s:%s after %.1f s; %d message(s) outstanding",
-                *self._addr,
-                _monotonic() - self._down_since,
-                self.outstanding,
-            )
+                self.host, self.port, _monotonic() - self._down_since, self.outstanding,
+            )  # fmt: skip
             self._down_since = None
 
     def _on_disconnect(
@@ -214,36 +149,16 @@ class Publisher:
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
     ) -> None:
-        self._done += 1
+        self.acknowledged += 1
         if reason.is_failure:
-            self._failed += 1
+            self.failed += 1
 
     # -- public API --
 
     @property
-    def sent(self) -> int:
-        """Messages handed to the client so far."""
-        return self._sent
-
-    @property
-    def acknowledged(self) -> int:
-        """Messages the broker acknowledged (QoS 1) or that were written out (QoS 0)."""
-        return self._done
-
-    @property
-    def failed(self) -> int:
-        """Messages the broker refused (an MQTT 5 PUBACK with a failure reason)."""
-        return self._failed
-
-    @property
-    def dropped(self) -> int:
-        """QoS 0 messages lost because the connection was down (at most once delivery)."""
-        return self._dropped
-
-    @property
     def outstanding(self) -> int:
         """Messages neither acknowledged (QoS 1), written out (QoS 0) nor dropped (QoS 0)."""
-        return self._sent - self._done - self._dropped
+        return self.sent - self.acknowledged - self.dropped
 
     @property
     def connected(self) -> bool:
@@ -255,8 +170,7 @@ class Publisher:
         client = self._client
         try:
             client.connect(self.host, self.port, keepalive=self.keepalive)
-        except (OSError, ValueError) as exc:  # refused, unknown host, timeout
-            client.close_socket()
+        except (OSError, ValueError) as exc:  # refused, unknown host, timeout: no socket left
             raise BrokerUnreachable(self.host, self.port, str(exc) or type(exc).__name__) from exc
         deadline = _monotonic() + self.connect_timeout
         while not self._connected and self._connect_error is None:
@@ -272,47 +186,39 @@ class Publisher:
                 if client.want_write():
                     client.loop_write()
         if not self._connected:
-            client.close_socket()
+            self._disconnect()
             raise BrokerUnreachable(self.host, self.port, self._connect_error or "not connected")
         self._was_connected = True
         self._poll_at = _monotonic() + POLL_INTERVAL
-        log.debug("connected to MQTT broker at %s:%s as %s", *self._addr, self.client_id)
+        log.debug("connected to MQTT broker at %s:%s as %s", self.host, self.port, self.client_id)
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None) -> None:
-        """Queue one message at `qos` (None: the publisher's default); usually written at once.
-
-        Reads acknowledgements every `POLL_EVERY` publishes (or `POLL_INTERVAL` s); blocks,
-        servicing the network and reconnecting if need be, while `max_inflight` messages are
-        outstanding.
-        """
+        """Queue one message at `qos` (None: the default), usually written at once; blocks,
+        servicing the network, while `max_inflight` messages are outstanding."""
         if qos is None:
             qos = self.qos
         elif qos not in (0, 1):
             raise ValueError(f"qos must be 0 or 1, not {qos!r}")
         if self._closed:
             raise RuntimeError("publish on a closed Publisher")
-        if self._sent - self._done - self._dropped >= self.max_inflight:
-            self._wait_for_window()
+        while self.sent - self.acknowledged - self.dropped >= self.max_inflight:
+            self._service(0.05)
         info = self._client.publish(topic, payload, qos)
-        self._sent += 1
+        self.sent += 1
         if info.rc:
             self._not_written(info.rc, qos, topic)
         elif qos == 0 and not info.is_published():
             self._qos0.append(info)  # the socket's buffer is full: paho holds the packet
-        if not self._sent % POLL_EVERY or _monotonic() >= self._poll_at:
+        if not self.sent % POLL_EVERY or _monotonic() >= self._poll_at:
             self._service(0.0)
 
     def poll(self) -> None:
-        """Service the network without blocking: read acknowledgements, send what waits,
-        keepalive pings, and a reconnect attempt when one is due."""
+        """Service the network without blocking (acknowledgements, pings, reconnects)."""
         self._service(0.0)
 
     def idle(self, seconds: float, stop: StopFlag | None = None) -> bool:
-        """Service the network for up to `seconds` (waiting in ``select``, not spinning);
-        return early once `stop` is set (looked at every `STOP_CHECK` s at least).
-
-        Returns True when `stop` is set, like ``stop.wait(seconds)``.
-        """
+        """Service the network for up to `seconds` (in ``select``, not spinning), returning
+        early once `stop` is set: True then, like ``stop.wait(seconds)``."""
         end = _monotonic() + seconds
         while not (stop is not None and stop.is_set()):
             left = end - _monotonic()
@@ -337,10 +243,8 @@ class Publisher:
         return True
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Wait for outstanding messages (up to `timeout` s), then disconnect.
-
-        Raises `PublishIncomplete` when messages stayed unacknowledged or were refused.
-        """
+        """Wait for outstanding messages (up to `timeout` s), then disconnect; raise
+        `PublishIncomplete` when messages stayed unacknowledged or were refused."""
         if self._closed:
             return
         try:
@@ -349,25 +253,17 @@ class Publisher:
             self._closing = True
             self._closed = True
             self._disconnect()
-        if self._dropped:
-            log.warning(
-                "%d QoS 0 message(s) were lost while the connection to %s:%s was down",
-                self._dropped,
-                *self._addr,
-            )
-        if not drained or self._failed:
-            raise PublishIncomplete(self.outstanding, self._failed, self.host, self.port)
+        if self.dropped:
+            what = "QoS 0 message(s) were lost while the connection was down"
+            log.warning("%s:%s: %d %s", self.host, self.port, self.dropped, what)
+        if not drained or self.failed:
+            raise PublishIncomplete(self.outstanding, self.failed, self.host, self.port)
 
     def __enter__(self) -> Publisher:
         self.connect()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -376,10 +272,6 @@ class Publisher:
                 self.close(timeout=2.0)
 
     # -- the network --
-
-    @property
-    def _addr(self) -> tuple[str, int]:
-        return self.host, self.port
 
     def _service(self, timeout: float, stop: StopFlag | None = None) -> None:
         """One round of network work, waiting up to `timeout` s for the socket."""
@@ -402,7 +294,7 @@ class Publisher:
                     else:
                         time.sleep(wait)
                 return
-        if timeout > 0 and not client.buffered():
+        if timeout > 0:
             self._wait_socket(sock, timeout)
         client.loop_read()
         if client.want_write():
@@ -417,17 +309,13 @@ class Publisher:
         with contextlib.suppress(OSError, ValueError):  # closed under us: the read will tell
             select.select([sock], wlist, [], timeout)
 
-    def _wait_for_window(self) -> None:
-        while self._sent - self._done - self._dropped >= self.max_inflight:
-            self._service(0.05)
-
     def _not_written(self, rc: int, qos: int, topic: str) -> None:
         if rc in _NOT_WRITTEN:
             if qos == 0:
-                self._dropped += 1  # paho keeps no QoS 0 message for after the reconnect
+                self.dropped += 1  # paho keeps no QoS 0 message for after the reconnect
             # QoS 1: paho keeps it and sends it once reconnected
             return
-        self._sent -= 1
+        self.sent -= 1
         raise RuntimeError(f"publish to {topic!r} failed: {mqtt.error_string(rc)}")
 
     def _settle_qos0(self) -> None:
@@ -436,7 +324,7 @@ class Publisher:
         while pending:
             info = pending[0]
             if info.rc:  # paho's reconnect() discarded it
-                self._dropped += 1
+                self.dropped += 1
             elif not info.is_published():
                 break
             pending.popleft()
@@ -444,44 +332,40 @@ class Publisher:
     def _lost(self, reason: str) -> None:
         now = _monotonic()
         self._down_since = now
-        self._delay = MIN_RECONNECT_DELAY
-        self._retry_at = now + self._delay
+        self._attempts = _attempts()
+        self._retry_at = now + RECONNECT_WAIT(self._attempts)
         self.reconnects += 1
         log.warning(
             "lost the connection to MQTT broker at %s:%s (%s); reconnecting, %d message(s) "
-            "outstanding will be re-sent",
-            *self._addr,
-            reason,
-            self.outstanding,
-        )
+            "outstanding will be re-sent", self.host, self.port, reason, self.outstanding,
+        )  # fmt: skip
 
     def _reconnect_if_due(self) -> None:
         now = _monotonic()
         if now < self._retry_at:
             return
-        self._delay = min(self._delay * 2, MAX_RECONNECT_DELAY)
-        self._retry_at = now + self._delay  # the next attempt, if this one fails at any step
+        self._attempts.attempt_number += 1
+        delay = RECONNECT_WAIT(self._attempts)
+        self._retry_at = now + delay  # the next attempt, if this one fails at any step
         try:
             self._client.reconnect()  # TCP connect + CONNECT; the CONNACK arrives in a later read
-        except (OSError, ValueError) as exc:
-            self._client.close_socket()
+        except (OSError, ValueError) as exc:  # paho keeps no socket after a failed connect
             log.debug(
-                "reconnecting to MQTT broker at %s:%s failed (%s); next attempt in %.0f s",
-                *self._addr,
+                "reconnecting to %s:%s failed (%s); next in %.0f s",
+                self.host,
+                self.port,
                 exc,
-                self._delay,
+                delay,
             )
 
     def _disconnect(self) -> None:
         client = self._client
         if client.socket() is None:
             return
-        if self._connected:
-            client.disconnect()  # written at once; paho closes the socket once it is out
-            deadline = _monotonic() + 1.0
-            while (sock := client.socket()) is not None and client.want_write():
-                if _monotonic() >= deadline:
-                    break
-                self._wait_socket(sock, 0.1)
-                client.loop_write()
-        client.close_socket()
+        client.disconnect()  # written at once; paho closes the socket once it is out
+        deadline = _monotonic() + 1.0
+        while (sock := client.socket()) is not None and _monotonic() < deadline:
+            self._wait_socket(sock, 0.1)
+            client.loop_write()
+        if (sock := client.socket()) is not None:  # the DISCONNECT could not be written
+            sock.close()

@@ -1,38 +1,8 @@
-"""Scenario files: the labs, devices and sensors a simulator run publishes, and its faults.
-
-A scenario is a TOML file (the built-in ones are in ``simulators/scenarios/``)::
-
-    [scenario]
-    name = "my-pilot"
-    seed = 22                     # same seed, same readings
-
-    [defaults]                    # for every device unless it says otherwise
-    interval = "60s"              # publish interval (90s, 15m, 1h30m, or a number of seconds)
-    form = 2                      # 1, 2, 3 (telemetry forms of CONTRACT.md) or "senml"
-    qos = 1
-    batch = 10                    # form 3: instants per message
-
-    [faults]                      # rates; all 0 (off) by default. See simulators/faults.py
-    duplicate = 0.01
-
-    [[labs]]
-    name = "oceanhamnen"
-
-    [[labs.devices]]
-    name = "aq-{i:02d}"           # with count > 1, {i} is 1..count: aq-01, aq-02, ...
-    count = 3
-    interval = "30s"
-    sensors = [
-      { name = "no2", model = "no2" },
-      { name = "battery_v", model = "battery", cycle_days = 14 },
-    ]
-
-Sensor models and their parameters are those of `simulators.models` (`MODELS` below maps
-the names); every model takes ``unit`` and ``decimals`` too. A lab may override the
-scenario's ``[faults]`` with its own ``faults`` table.
-
-`load_scenario(path_or_name)` validates and raises `ScenarioError`, whose message names the
-file, the place in it (``labs[0].devices[2].sensors[1].model``) and what is wrong.
+"""Scenario files (TOML; the built-ins in ``scenarios/`` are the examples): ``[scenario]``
+name and seed, ``[defaults]`` for devices, ``[faults]``, and ``[[labs]]`` of
+``[[labs.devices]]`` (``count`` with a ``{i}`` name template) with their ``sensors`` (a name,
+a model of `MODELS` and its parameters). `load_scenario` raises `ScenarioError` naming the
+file, the place (``labs[0].devices[2].sensors[1].model``) and the problem, for every one.
 """
 
 from __future__ import annotations
@@ -57,7 +27,7 @@ from pydantic import (
 from schemas.names import describe_bad_name, is_device, is_lab, is_sensor
 from schemas.telemetry import MAX_READINGS_PER_MESSAGE
 from simulators.durations import Duration
-from simulators.errors import SimulatorError
+from simulators.errors import ScenarioError
 from simulators.faults import Faults
 from simulators.lab import Device, LabSpec
 from simulators.models import (
@@ -89,10 +59,6 @@ MODELS: dict[str, type[SensorModel]] = {
     "occupancy": Occupancy,
     "battery": Battery,
 }
-
-
-class ScenarioError(SimulatorError):
-    """A scenario file that cannot be read or does not validate."""
 
 
 def _repeated(names: Iterable[str]) -> list[str]:

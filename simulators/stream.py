@@ -1,22 +1,11 @@
-"""The message stream of a simulated lab: devices on their own intervals, faults injected.
+"""`Stream`: the messages of simulated labs in time order, faults injected. Pure: no clock,
+no network; each `Outgoing` has the moment it is due (`at`, epoch seconds).
 
-`Stream` turns a scenario's labs into MQTT messages to publish, each with the moment it is
-due (`Outgoing.at`, epoch seconds). It is pure: no clock, no network. The runner publishes
-what it yields, at once (backfill) or when the wall clock reaches `at` (live).
-
-How it works: every device has its next sample time in a heap; samples are taken in time
-order (each device on its own ``interval``, staggered by a fixed per-device phase so that a
-thousand devices do not all speak in the same millisecond). A sample is the device's
-readings at that instant, from the sensor models. Faults act on samples (offline, drop,
-clock skew, burst) and on messages (duplicate, out of order, late, malformed), each decided
-by the device's own random generator seeded from (seed, device), so the same scenario
-and seed give the same messages, under any lab name (as the sensor models do: a test's
-unique lab gets the faults of the scenario's). A message that a fault holds back waits in a
-second heap until its time comes; `Outgoing` items leave in order of `at`.
-
-The accounting lives here too: every `Outgoing` says which readings it should add to the
-database (`expect`, the first copy of a valid message) or that it should become a rejection
-(`rejection`), and `Stream.faults` counts what was injected.
+Devices wait in a heap for their next sample (each on its own interval, staggered by a fixed
+phase); a sample is the device's readings from the sensor models, or given (replay). Faults
+act on samples (offline, drop, clock skew, burst) and messages (duplicate, out of order,
+late, malformed), decided by each device's own generator seeded from (seed, device). Every
+`Outgoing` says whether its readings should be stored (`expect`) or it should be rejected.
 """
 
 from __future__ import annotations
@@ -72,7 +61,8 @@ class Stream:
     ``timed_only`` sends form 1 devices as form 2 (backfill and history: a form 1 message
     would be stamped with the receive time, not the sample's). ``stagger``: spread devices
     within their interval by a fixed phase each (default), or align every device to the
-    epoch grid.
+    epoch grid. ``samples``: (epoch ms, lab, device, readings) in time order, to send instead
+    of the models' (replay; no bursts).
     """
 
     def __init__(
@@ -85,6 +75,7 @@ class Stream:
         ts_format: TsFormat = "rfc3339",
         timed_only: bool = False,
         stagger: bool = True,
+        samples: Sequence[tuple[int, str, str, tuple[Reading, ...]]] | None = None,
     ) -> None:
         self.seed = seed
         self.ts_format = ts_format
@@ -122,6 +113,13 @@ class Stream:
                 self._devices.append(state)
                 heapq.heappush(self._due, (first, len(self._devices) - 1))
         self._expected = self._count_expected()
+        self._given: Iterator[tuple[int, int, tuple[Reading, ...]]] | None = None
+        if samples is not None:
+            self._due.clear()
+            index = {(s.lab, s.device.name): i for i, s in enumerate(self._devices)}
+            self._given = ((ms, index[(lab, dev)], rs) for ms, lab, dev, rs in samples)
+            self._peek = next(self._given, None)
+            self._expected = sum(len(rs) for *_, rs in samples)
 
     @staticmethod
     def _first_at_or_after(start_ms: int, step: int, phase: int) -> int:
@@ -146,6 +144,8 @@ class Stream:
 
     def next_sample_at(self) -> float | None:
         """Epoch seconds of the next sample (None: no more in range)."""
+        if self._given is not None:
+            return None if self._peek is None else self._peek[0] / 1000
         if not self._due:
             return None
         t = self._due[0][0]
@@ -195,6 +195,12 @@ class Stream:
 
     def step(self) -> None:
         """Take the next sample of the device that is due first."""
+        if self._given is not None:
+            assert self._peek is not None
+            t_ms, i, readings = self._peek
+            self._peek = next(self._given, None)
+            self._sample(self._devices[i], t_ms, readings)
+            return
         t_ms, i = heapq.heappop(self._due)
         state = self._devices[i]
         heapq.heappush(self._due, (t_ms + state.interval_ms, i))
@@ -256,22 +262,15 @@ class Stream:
                 self._emit(state, t_ms + j * spacing, tuple(extra))
         if faults.malformed and rng.random() < faults.malformed:
             kind = rng.choice(faults.malformed_kinds)
+            names = state.device.sensor_names
             topic, payload = malformed_message(
-                kind, state.lab, state.device.name, state.device.sensor_names, from_ms(t_ms), rng
+                kind, state.lab, state.device.name, names, from_ms(t_ms), rng
             )
             self.faults["malformed"] += 1
             self.faults[f"malformed:{kind}"] += 1
-            self._push(
-                Outgoing(
-                    t_ms / 1000,
-                    state.lab,
-                    topic,
-                    payload,
-                    state.device.qos,
-                    expect=False,
-                    rejection=True,
-                )
-            )
+            bad = Outgoing(t_ms / 1000, state.lab, topic, payload, state.device.qos, expect=False)
+            bad.rejection = True
+            self._push(bad)
 
     def _emit(self, state: _DeviceState, t_ms: int, readings: tuple[Reading, ...]) -> None:
         """Pack a sample into a message (or a form 3 batch) and apply the message faults."""

@@ -8,7 +8,6 @@ table) have fast tests of their own at the end.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import threading
@@ -24,20 +23,13 @@ import pytest
 
 from api import keys
 from schemas.times import format_rfc3339
-from simulators.audit import (
-    SUMMARY_ROWS,
-    Observed,
-    add_arguments,
-    audit,
-    build_report,
-    compare_series,
-    run_audit,
-    settled,
-    sum_counts,
-)
+from simulators.apiclient import sum_counts
+from simulators.audit import Observed, audit, build_report, compare_series, run_audit, settled
 from simulators.errors import AuditError, SimulatorError
 from simulators.manifest import Manifest
-from tests.helpers import Publisher, count_readings, free_port, rejections, wait_for
+from simulators.options import SimSettings
+from simulators.report import SUMMARY_ROWS
+from tests.helpers import Publisher, count_readings, free_port, rejections, run_sim, wait_for
 
 BASE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 # What `publish_known` stores: readings per series (aq-01 sends no2 and pm25 together).
@@ -133,12 +125,6 @@ def statuses(report: Any) -> dict[tuple[str, str], tuple[str, int]]:
     return {(r.device, r.sensor): (r.status, r.diff) for r in report.rows}
 
 
-def cli_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
 # --- Against the real services -----------------------------------------------------------------
 
 
@@ -149,7 +135,7 @@ def test_audit_passes_when_everything_was_stored_once(stored: Stored) -> None:
     got = [(r.lab, r.device, r.sensor, r.expected, r.stored, r.diff, r.status) for r in report.rows]
     assert got == [(stored.lab, d, s, n, n, 0, "ok") for (d, s), n in sorted(SERIES.items())]
     [lab] = report.labs
-    assert (lab.rejections_expected, lab.rejections_found) == (2, 2)  # not the earlier one
+    assert (lab.rejections.expected, lab.rejections.found) == (2, 2)  # not the earlier one
     assert report.totals["expected"] == report.totals["stored"] == READINGS
     table = report.format_table()
     assert "audit: OK" in table
@@ -199,7 +185,7 @@ def test_audit_fails_on_a_series_the_manifest_does_not_name(stored: Stored) -> N
 def test_rejections_fewer_fail_more_are_a_note_unless_strict(stored: Stored) -> None:
     fewer = stored.audit(stored.manifest(rejected=3))
     assert not fewer.ok
-    assert fewer.labs[0].rejections_found == 2
+    assert fewer.labs[0].rejections.found == 2
     assert fewer.problems == [
         f"{stored.lab}: 1 rejection(s) missing (2 of 3 found since the run started): "
         "a rejection lost is a message dropped in silence"
@@ -249,7 +235,10 @@ def test_open_end_counts_form_1_readings_up_to_now(
     wait_for(lambda: count_readings(db, lab) == 4, what="readings stored")
     # Saved and loaded, as `livelab-sim audit --manifest` reads it.
     report = audit(
-        Manifest.from_json(manifest.to_json()), api_url=api_server.url, api_key=api_key, wait=WAIT
+        Manifest.model_validate_json(manifest.model_dump_json()),
+        api_url=api_server.url,
+        api_key=api_key,
+        wait=WAIT,
     )
     assert report.ok, report.format_table()
     assert statuses(report) == {
@@ -337,7 +326,7 @@ def test_a_wrong_key_is_an_audit_error_and_exit_3(
     with pytest.raises(AuditError, match=r"refused the key \(401\)") as caught:
         audit(stored.manifest(), api_url=stored.url, api_key="llk_wrong", wait=WAIT)
     assert isinstance(caught.value, SimulatorError)
-    code = run_audit(stored.manifest(), cli_args("--api-url", stored.url, "--api-key", "llk_x"))
+    code = run_audit(stored.manifest(), api_url=stored.url, api_key="llk_x")
     out, err = capsys.readouterr()
     assert code == 3 and out == ""
     assert err.startswith("livelab-sim: error: the API refused the key (401)")
@@ -348,7 +337,7 @@ def test_an_unreachable_api_is_exit_3_with_a_clear_message(
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     manifest = expected_manifest("somelab", datetime.now(UTC))
-    code = run_audit(manifest, cli_args("--api-url", url, "--api-key", "llk_x", "--wait", "0"))
+    code = run_audit(manifest, api_url=url, api_key="llk_x", wait=0)
     out, err = capsys.readouterr()
     assert code == 3 and out == ""
     assert err == (
@@ -363,10 +352,13 @@ def test_run_audit_prints_the_table_exits_0_or_1_and_writes_json(
     path = tmp_path / "run.json"
     stored.manifest().save(path)
     report_path = tmp_path / "audit.json"
-    args = cli_args(
-        "--api-url", stored.url, "--api-key", stored.key, "--wait", "1", "--json", str(report_path)
-    )
-    assert run_audit(Manifest.load(path), args) == 0
+    args: dict[str, Any] = {
+        "api_url": stored.url,
+        "api_key": stored.key,
+        "wait": 1,
+        "json_path": report_path,
+    }
+    assert run_audit(Manifest.load(path), **args) == 0
     out, err = capsys.readouterr()
     assert "audit: OK" in out and err == ""
     assert any(line.split()[:3] == [stored.lab, "aq-01", "no2"] for line in out.splitlines())
@@ -378,18 +370,15 @@ def test_run_audit_prints_the_table_exits_0_or_1_and_writes_json(
 
     bad = stored.manifest()
     bad.labs[stored.lab].series[("sea-01", "temp")] += 4
-    assert run_audit(bad, args) == 1
+    assert run_audit(bad, **args) == 1
     out, _ = capsys.readouterr()
     assert "missing 4" in out and "audit: FAILED" in out
     body = json.loads(report_path.read_text())
     assert body["ok"] is False and body["totals"]["missing"] == 4
 
 
-def test_run_audit_needs_a_key(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("LIVELAB_API_KEY", raising=False)
-    code = run_audit(expected_manifest("somelab", datetime.now(UTC)), cli_args())
+def test_run_audit_needs_a_key(capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_audit(expected_manifest("somelab", datetime.now(UTC)), api_url="x", api_key=None)
     assert code == 2
     assert "--api-key" in capsys.readouterr().err
 
@@ -397,19 +386,18 @@ def test_run_audit_needs_a_key(
 # --- Pure parts ----------------------------------------------------------------------------------
 
 
-def test_cli_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LIVELAB_API_URL", "http://api.example:9000")
+def test_cli_defaults_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LIVELAB_API_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("LIVELAB_API_KEY", "llk_env")
-    args = cli_args()
-    assert (args.api_url, args.api_key, args.wait, args.strict_rejections, args.json) == (
-        "http://api.example:9000",
-        "llk_env",
-        30.0,
-        False,
-        None,
-    )
-    with pytest.raises(SystemExit):
-        cli_args("--wait", "-1")
+    settings = SimSettings()
+    assert (settings.api_url, settings.api_key) == ("http://127.0.0.1:9", "llk_env")
+    path = tmp_path / "run.json"
+    expected_manifest("somelab", datetime.now(UTC)).save(path)
+    proc = run_sim("audit", "--manifest", str(path), "--wait", "0")  # asks the API of the env
+    assert proc.returncode == 3 and "cannot reach the API at http://127.0.0.1:9" in proc.stderr
+    assert run_sim("audit", "--manifest", str(path), "--wait", "-1").returncode == 2
 
 
 def test_sum_counts_adds_up_the_buckets_of_each_series() -> None:
@@ -493,7 +481,7 @@ def test_a_small_table_lists_every_series() -> None:
     assert report.ok and table.endswith("audit: OK\n")
     assert sum(line.endswith(" ok") for line in table.splitlines()) == 6 + 1  # + rejections
     assert "(3 series)" not in table
-    json.dumps(report.to_json())  # serialisable
+    json.dumps(report.model_dump(mode="json"))  # serialisable
 
 
 def test_to_json_has_every_row_and_the_verdict() -> None:
@@ -501,7 +489,7 @@ def test_to_json_has_every_row_and_the_verdict() -> None:
     manifest.complete = False
     manifest.labs["big"].rejections = 2
     stored = Counter({("dev-00", "s00"): 100, ("dev-00", "s01"): 99, ("zz", "extra"): 1})
-    body = build_report(manifest, {"big": Observed(BASE, BASE, stored, 3)}).to_json()
+    body = build_report(manifest, {"big": Observed(BASE, BASE, stored, 3)}).model_dump(mode="json")
     assert body["ok"] is False and body["complete"] is False
     assert [(r["sensor"], r["diff"], r["status"]) for r in body["labs"][0]["series"]] == [
         ("s00", 0, "ok"),

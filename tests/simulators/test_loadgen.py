@@ -3,7 +3,6 @@ valid and unique readings, a paced run, the manifest, stopping, errors and the o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -23,9 +22,9 @@ import pytest
 from ingest.parse import parse_message
 from schemas.telemetry import json_schema
 from simulators.errors import BrokerUnreachable
-from simulators.loadgen import add_arguments, device_name, run_from_args, run_load
+from simulators.loadgen import LoadOptions, device_name, run_load
 from simulators.manifest import Manifest
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, run_sim, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,13 +56,11 @@ def test_every_message_arrives_once_and_is_valid(
 ) -> None:
     n = 6001
     result = run_load(
-        lab=lab,
-        processes=processes,
-        messages=n,
-        devices=7,
-        host=mqtt_broker[0],
-        port=mqtt_broker[1],
-    )
+        LoadOptions(
+            lab=lab, processes=processes, messages=n, devices=7, host=mqtt_broker[0],
+            port=mqtt_broker[1],
+        )
+    )  # fmt: skip
     assert (result.messages, result.acked) == (n, n)
     assert [p.messages for p in result.processes] == ([n] if processes == 1 else [3001, 3000])
     assert result.complete and not result.stopped
@@ -84,17 +81,14 @@ def test_a_paced_run_keeps_roughly_to_the_rate_and_ends(
 ) -> None:
     rate, duration, processes = 400.0, 1.5, 2
     result = run_load(
-        lab=lab,
-        processes=processes,
-        duration=duration,
-        rate=rate,
-        devices=4,
-        host=mqtt_broker[0],
-        port=mqtt_broker[1],
-    )
+        LoadOptions(
+            lab=lab, processes=processes, duration=duration, rate=rate, devices=4,
+            host=mqtt_broker[0], port=mqtt_broker[1],
+        )
+    )  # fmt: skip
     assert 0 < result.messages <= rate * duration * 1.5 + processes
     assert result.messages == result.acked
-    assert result.target_rate == rate and "target: 400/s" in str(result)
+    assert result.options.rate == rate and "target: 400/s" in str(result)
     assert collector.wait_for(result.messages, timeout=30) == result.messages
     check_messages(collector.messages, lab)
 
@@ -105,14 +99,11 @@ def test_manifest_matches_what_was_sent(
     path = tmp_path / "load.json"
     n = 2500
     result = run_load(
-        lab=lab,
-        processes=2,
-        messages=n,
-        devices=5,
-        host=mqtt_broker[0],
-        port=mqtt_broker[1],
-        manifest=path,
-    )
+        LoadOptions(
+            lab=lab, processes=2, messages=n, devices=5, host=mqtt_broker[0],
+            port=mqtt_broker[1], manifest=path,
+        )
+    )  # fmt: skip
     assert result.manifest == path and str(path) in str(result)
     manifest = Manifest.load(path)
     assert (manifest.mode, manifest.messages, manifest.readings, manifest.complete) == (
@@ -140,18 +131,20 @@ def test_stop_ends_a_run_after_draining(
     mqtt_broker: tuple[str, int], lab: str, collector: Any, processes: int
 ) -> None:
     stop = threading.Event()
-    timer = threading.Timer(1.5, stop.set)
+
+    def stop_once_publishing() -> None:  # (children take a while to start on a busy machine)
+        collector.wait_for(50 * processes, timeout=60, settle=0)
+        stop.set()
+
+    timer = threading.Thread(target=stop_once_publishing)
     timer.start()
     result = run_load(
-        lab=lab,
-        processes=processes,
-        duration=120,
-        rate=500,
-        devices=4,
-        host=mqtt_broker[0],
-        port=mqtt_broker[1],
-        stop=stop,
-    )
+        LoadOptions(
+            lab=lab, processes=processes, duration=120, rate=500, devices=4,
+            host=mqtt_broker[0], port=mqtt_broker[1],
+        ),
+        stop,
+    )  # fmt: skip
     timer.join()
     assert result.stopped and "(stopped early)" in str(result)
     assert 0 < result.messages == result.acked
@@ -162,7 +155,7 @@ def test_stop_ends_a_run_after_draining(
 def test_unreachable_broker(processes: int) -> None:
     port = free_port()
     with pytest.raises(BrokerUnreachable, match=f"127.0.0.1:{port}"):
-        run_load(lab="tunreachable", processes=processes, messages=10, port=port)
+        run_load(LoadOptions(lab="tunreachable", processes=processes, messages=10, port=port))
 
 
 @pytest.mark.parametrize(
@@ -180,71 +173,30 @@ def test_unreachable_broker(processes: int) -> None:
 )
 def test_usage_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        run_load(**{"lab": "tusage", **kwargs})
+        LoadOptions(**{"lab": "tusage", **kwargs})
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="livelab-sim load")
-    add_arguments(parser)
-    return parser
-
-
-def test_options_and_run_from_args(
-    mqtt_broker: tuple[str, int],
-    lab: str,
-    collector: Any,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+def test_the_load_command(
+    mqtt_broker: tuple[str, int], lab: str, collector: Any, tmp_path: Path
 ) -> None:
-    parser = _parser()
-    help_text = parser.format_help()
+    help_text = run_sim("load", "--help").stdout
     for option in ("--processes", "--messages", "--duration", "--rate", "--devices", "--manifest"):
         assert option in help_text
-    defaults = parser.parse_args(["--messages", "5"])
-    assert (defaults.processes, defaults.devices, defaults.rate, defaults.duration) == (
-        1,
-        100,
-        None,
-        None,
-    )
-    args = parser.parse_args(
-        ["--messages", "300", "--devices", "3", "--manifest", str(tmp_path / "m.json")]
-    )
-    code = run_from_args(
-        args,
-        host=mqtt_broker[0],
-        port=mqtt_broker[1],
-        qos=1,
-        mqtt_version="5",
-        lab=lab,
-        stop=None,
-    )
-    assert code == 0
-    assert "load: published 300 messages" in capsys.readouterr().out
+    broker = ["--mqtt-host", mqtt_broker[0], "--mqtt-port", str(mqtt_broker[1])]
+    manifest = tmp_path / "m.json"
+    proc = run_sim(
+        "load", "--lab", lab, "--messages", "300", "--devices", "3", "--manifest", str(manifest),
+        "--mqtt-version", "5", *broker,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "load: published 300 messages" in proc.stdout
     assert collector.wait_for(300) == 300
-    assert Manifest.load(tmp_path / "m.json").messages == 300
-
-    unreachable = run_from_args(
-        parser.parse_args(["--messages", "5"]),
-        host="127.0.0.1",
-        port=free_port(),
-        qos=1,
-        mqtt_version="3.1.1",
-        lab=lab,
-        stop=None,
-    )
-    assert unreachable == 1
-    assert "cannot connect to MQTT broker" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--messages N or --duration"):
-        run_from_args(
-            parser.parse_args([]),
-            host="127.0.0.1",
-            port=1883,
-            qos=1,
-            mqtt_version="3.1.1",
-            lab=lab,
-            stop=None,
-        )
+    assert Manifest.load(manifest).messages == 300
+    unreachable = run_sim("load", "--messages", "5", "--mqtt-port", str(free_port()))
+    assert unreachable.returncode == 1
+    assert "cannot connect to MQTT broker" in unreachable.stderr
+    neither = run_sim("load")
+    assert neither.returncode == 2 and "--messages N or --duration" in neither.stderr
 
 
 @pytest.mark.parametrize(
@@ -257,13 +209,10 @@ def test_options_and_run_from_args(
         ["--devices", "1.5"],
     ],
 )
-def test_bad_option_values_are_usage_errors(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exc:
-        _parser().parse_args(argv)
-    assert exc.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+def test_bad_option_values_are_usage_errors(argv: list[str]) -> None:
+    proc = run_sim("load", *argv)
+    assert proc.returncode == 2
+    assert "usage:" in proc.stderr.lower()
 
 
 def test_sigint_to_the_process_group_stops_every_process_cleanly(
@@ -274,14 +223,15 @@ def test_sigint_to_the_process_group_stops_every_process_cleanly(
     script = textwrap.dedent(
         f"""
         import logging, signal, sys, threading
-        from simulators.loadgen import run_load
+        from simulators.loadgen import LoadOptions, run_load
         if __name__ == "__main__":
             logging.basicConfig(level=logging.INFO)
             stop = threading.Event()
             signal.signal(signal.SIGINT, lambda *a: stop.set())
-            print(run_load(lab={lab!r}, processes=2, duration=120, rate=2000, devices=4,
-                           host={mqtt_broker[0]!r}, port={mqtt_broker[1]}, stop=stop,
-                           progress_every=0.2), flush=True)
+            options = LoadOptions(lab={lab!r}, processes=2, duration=120, rate=2000, devices=4,
+                                  host={mqtt_broker[0]!r}, port={mqtt_broker[1]},
+                                  progress_every=0.2)
+            print(run_load(options, stop), flush=True)
         """
     )
     proc = subprocess.Popen(

@@ -18,10 +18,12 @@ from typing import Any
 
 from schemas.names import SENSOR_RE
 from schemas.times import from_epoch_ms, parse_rfc3339
-from simulators import backfill, generate
 from simulators.faults import MALFORMED_KINDS
 from simulators.manifest import Manifest
+from simulators.options import RunOptions
+from simulators.runner import backfill
 from tests.helpers import run_sim
+from tests.simulators.reference import generate
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
 END = START + timedelta(hours=12)
@@ -68,10 +70,10 @@ def test_every_fault_shows_in_the_published_messages(
     mqtt_broker: tuple[str, int], lab: str, collector: Any
 ) -> None:
     manifest = Manifest(mode="backfill")
-    summary = backfill(
-        lab, START, END, devices=DEVICES, faults=FAULTS, host=mqtt_broker[0],
-        port=mqtt_broker[1], manifest=manifest,
-    )  # fmt: skip
+    summary = backfill(START, END, RunOptions(
+        lab=lab, devices=DEVICES, faults=FAULTS, host=mqtt_broker[0], port=mqtt_broker[1],
+        manifest=manifest,
+    ))  # fmt: skip
     f = summary.faults
     assert collector.wait_for(summary.messages, timeout=30) == summary.messages
     arrived = collector.messages  # (topic, payload) in arrival order
@@ -163,7 +165,7 @@ def test_same_scenario_and_seed_send_the_same_run_in_another_process(
             "--mqtt-host", mqtt_broker[0], "--mqtt-port", str(mqtt_broker[1]),
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-        return record.read_text(), Manifest.load(manifest).to_json()
+        return record.read_text(), Manifest.load(manifest).model_dump(mode="json")
 
     first, again, other = run("a", "7"), run("b", "7"), run("c", "8")
     assert first[0] == again[0] and first[1]["faults"] == again[1]["faults"]

@@ -10,9 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from simulators import OCEANHAMNEN, generate, time_grid
-from simulators.generator import count_steps
 from simulators.models import LOCAL_TZ
+from tests.simulators.reference import OCEANHAMNEN, count_steps, generate, time_grid
 
 START = datetime(2026, 6, 1, tzinfo=UTC)  # a Monday
 WEEK = START + timedelta(days=7)

@@ -1,0 +1,62 @@
+"""What a run is told: `RunOptions` (one value object for backfill, live and replay) and
+`SimSettings`, the ``LIVELAB_*`` environment the command line takes its defaults from."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.telemetry import TsFormat
+from simulators.lab import Form, LabSpec
+from simulators.publisher import MqttVersion, Publisher
+
+if TYPE_CHECKING:
+    from simulators.manifest import Manifest
+    from simulators.record import CsvRecorder
+    from simulators.scenario import Scenario
+
+
+class SimSettings(BaseSettings):
+    """``LIVELAB_MQTT_HOST``, ``_MQTT_PORT``, ``_API_URL``, ``_API_KEY`` (read once, at start)."""
+
+    model_config = SettingsConfigDict(env_prefix="LIVELAB_", extra="ignore")
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """Everything a run is given; None means the scenario's (each device's) setting. `lab`
+    renames a one-lab scenario or picks one lab; `spec` runs that lab instead; `publisher`
+    is used instead of connecting to host:port; `stop` ends the run when set; `progress`:
+    "bar" (redrawn on a terminal, else lines every 5 s), seconds between lines, or "off"."""
+
+    scenario: Scenario | str | None = None
+    lab: str | None = None
+    spec: LabSpec | None = None
+    devices: Sequence[str] | None = None
+    sensors: Sequence[str] | None = None
+    seed: int | None = None
+    interval: timedelta | float | None = None
+    form: Form | None = None
+    batch: int | None = None
+    qos: int | None = None
+    faults: Mapping[str, Any] = field(default_factory=dict)
+    ts_format: TsFormat = "rfc3339"
+    host: str = "127.0.0.1"
+    port: int = 1883
+    mqtt_version: MqttVersion = "3.1.1"
+    publisher: Publisher | None = None
+    record: str | Path | CsvRecorder | None = None
+    manifest: Manifest | None = None
+    stop: threading.Event | None = None
+    progress: str | float = 5.0
