@@ -36,7 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check-config", action="store_true", help="print the effective settings and exit"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes in one share group (client ids CLIENT_ID-1..N, HTTP "
+        "ports HTTP_PORT..HTTP_PORT+N-1); one process uses about one core (default 1)",
+    )
     args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -50,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in settings.model_dump().items():
             print(f"LIVELAB_{name.upper()}={value}")
         return 0
+
+    if args.processes > 1:
+        from ingest.processes import supervise
+
+        return supervise(settings, args.processes)
 
     from ingest.worker import Stopped, Worker  # after logging is configured
 
