@@ -114,6 +114,14 @@ def count_readings(db: psycopg.Connection, lab: str) -> int:
     return int(row[0])
 
 
+def rejected_messages(db: psycopg.Connection, lab: str) -> int:
+    """Rejected messages of a lab: a merged row stands for `repeats` of them."""
+    row = db.execute(
+        "SELECT coalesce(sum(repeats), 0) FROM rejections WHERE lab = %s", (lab,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def rejections(db: psycopg.Connection, lab: str) -> list[tuple]:
     return db.execute(
         "SELECT topic, reason, rejected_count, payload, payload_size FROM rejections "

@@ -166,4 +166,3 @@ def test_shutdown_with_a_stuck_queue_and_a_qos0_flood_returns(
         assert done.wait(45), "stop() hangs"
         locker.rollback()
     assert rejections(db, lab) == []
-

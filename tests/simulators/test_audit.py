@@ -29,7 +29,14 @@ from simulators.errors import AuditError, SimulatorError
 from simulators.manifest import Manifest
 from simulators.options import SimSettings
 from simulators.report import SUMMARY_ROWS
-from tests.helpers import Publisher, count_readings, free_port, rejections, run_sim, wait_for
+from tests.helpers import (
+    Publisher,
+    count_readings,
+    free_port,
+    rejected_messages,
+    run_sim,
+    wait_for,
+)
 
 BASE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 # What `publish_known` stores: readings per series (aq-01 sends no2 and pm25 together).
@@ -112,12 +119,12 @@ def stored(
     start_worker()
     # A rejection before the run started: the audit must not count it.
     publisher.publish(telemetry(lab, "aq-01"), b"[1, 2")
-    wait_for(lambda: len(rejections(db, lab)) == 1, what="the earlier rejection stored")
+    wait_for(lambda: rejected_messages(db, lab) == 1, what="the earlier rejection stored")
     started_at = datetime.now(UTC)
     publisher.publish_many(known_messages(lab))
     wait_for(lambda: count_readings(db, lab) >= READINGS, what="readings stored")
-    wait_for(lambda: len(rejections(db, lab)) >= 3, what="rejections stored")
-    assert count_readings(db, lab) == READINGS and len(rejections(db, lab)) == 3
+    wait_for(lambda: rejected_messages(db, lab) >= 3, what="rejections stored")
+    assert count_readings(db, lab) == READINGS and rejected_messages(db, lab) == 3
     return Stored(lab, api_server.url, api_key, started_at)
 
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from simulators.manifest import Manifest
-from tests.helpers import count_readings, rejections, run_sim, wait_for
+from tests.helpers import count_readings, rejected_messages, run_sim, wait_for
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_rehearsal_with_every_fault_verifies_exactly(
         assert faults[kind] > 0, (kind, dict(faults))
         assert re.search(rf"^\s+{kind}\s+{faults[kind]}\s", proc.stdout, re.M), proc.stdout
     assert count_readings(db, lab) == manifest.labs[lab].readings
-    assert len(rejections(db, lab)) == manifest.labs[lab].rejections == faults["malformed"]
+    assert rejected_messages(db, lab) == manifest.labs[lab].rejections == faults["malformed"]
 
 
 def test_live_run_with_form_1_and_senml_verifies(
