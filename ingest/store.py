@@ -4,9 +4,9 @@ One `Store` owns one connection and is used by one thread (the worker's writer).
 stores a batch in a single transaction:
 
 1. series ids for names not yet cached are created/looked up (``series``);
-2. readings are COPYed (binary) into a temporary staging table, then moved with
-   ``INSERT ... ON CONFLICT DO NOTHING`` in arrival order, so the first value of a
-   (series, time) wins and redeliveries change nothing;
+2. readings are COPYed (binary) into a temporary staging table, leaving out a (series, time)
+   the batch already had, then moved with ``INSERT ... ON CONFLICT DO NOTHING``, so the first
+   value of a (series, time) wins and redeliveries change nothing;
 3. the series' first/last time and reading count are updated from the rows really inserted;
 4. rejections are inserted into ``rejections``, merged with a row of the same device, topic and
    reason in the same merge interval (one row with a count instead of a row per message);
@@ -107,23 +107,40 @@ class Timeouts:
 
 _STAGE = """
 CREATE TEMPORARY TABLE IF NOT EXISTS livelab_stage (
-    seq       integer          NOT NULL,
     series_id integer          NOT NULL,
     time      timestamptz      NOT NULL,
     value     double precision NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 
-_MOVE = """
+# Stage to readings. The fast path is a plain INSERT, in a savepoint: on a hypertable it is
+# about twice as fast as INSERT ... ON CONFLICT (measured with 200 000-row batches: 0.6-0.7 s
+# against 1.4-1.9 s), and a batch has no (series, time) twice (`_insert` leaves repeats out).
+# When a reading already exists (a redelivery, a duplicate) the savepoint is rolled back and
+# the batch goes the exact path: ON CONFLICT DO NOTHING, counting only the rows it added.
+_FAST = (
+    "INSERT INTO readings (series_id, time, value) SELECT series_id, time, value FROM livelab_stage"
+)
+
+_PER_SERIES_FAST = """
+WITH per_series AS (
+    SELECT series_id, min(time) AS first, max(time) AS last, count(*) AS n
+    FROM livelab_stage GROUP BY series_id
+)"""
+
+_PER_SERIES_EXACT = """
 WITH inserted AS (
     INSERT INTO readings (series_id, time, value)
-    SELECT series_id, time, value FROM livelab_stage ORDER BY seq
+    SELECT series_id, time, value FROM livelab_stage
     ON CONFLICT DO NOTHING
     RETURNING series_id, time
 ), per_series AS (
     SELECT series_id, min(time) AS first, max(time) AS last, count(*) AS n
     FROM inserted GROUP BY series_id
-)
+)"""
+
+# The series' statistics from the rows really inserted, in the same transaction.
+_UPDATE_SERIES = """
 UPDATE series AS s
 SET first_time = LEAST(s.first_time, p.first),
     last_time = GREATEST(s.last_time, p.last),
@@ -375,22 +392,35 @@ class Store:
     ) -> int:
         if not readings:
             return 0
+        # A (series, time) repeated within the batch is left out here, so the first value wins
+        # without the database having to sort the batch into arrival order.
+        seen: set[tuple[int, datetime]] = set()
+        touched: set[int] = set()
         with cur.copy(
-            "COPY livelab_stage (seq, series_id, time, value) FROM STDIN (FORMAT BINARY)"
+            "COPY livelab_stage (series_id, time, value) FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["int4", "int4", "timestamptz", "float8"])
-            touched: set[int] = set()
-            for seq, (lab, device, sensor, when, value) in enumerate(readings):
+            copy.set_types(["int4", "timestamptz", "float8"])
+            write = copy.write_row
+            for lab, device, sensor, when, value in readings:
                 sid = ids[(lab, device, sensor)]
+                key = (sid, when)
+                if key in seen:
+                    continue
+                seen.add(key)
                 touched.add(sid)
-                copy.write_row((seq, sid, when, value))
+                write((sid, when, value))
         # Lock the touched series rows in id order: concurrent workers then take them in one
         # order for the statistics update below instead of deadlocking.
         cur.execute(
             "SELECT 1 FROM series WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
             (sorted(touched),),
         )
-        cur.execute(_MOVE)
+        try:
+            with cur.connection.transaction():  # a savepoint
+                cur.execute(_FAST)
+            cur.execute(_PER_SERIES_FAST + _UPDATE_SERIES)
+        except psycopg.errors.UniqueViolation:
+            cur.execute(_PER_SERIES_EXACT + _UPDATE_SERIES)
         return sum(row[0] for row in cur.fetchall())
 
     def _reject(self, cur: psycopg.Cursor, rejections: Sequence[RejectionRow]) -> None:
