@@ -39,13 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--processes",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
         help="run N worker processes in one share group (client ids CLIENT_ID-1..N, HTTP "
-        "ports HTTP_PORT..HTTP_PORT+N-1); one process uses about one core (default 1)",
+        "ports HTTP_PORT..HTTP_PORT+N-1); one process uses about one core (default: "
+        "LIVELAB_INGEST_PROCESSES, 1)",
     )
     args = parser.parse_args(argv)
-    if args.processes < 1:
+    if args.processes is not None and args.processes < 1:
         parser.error("--processes must be at least 1")
     try:
         settings = Settings()
@@ -61,10 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"LIVELAB_{name.upper()}={value}")
         return 0
 
-    if args.processes > 1:
+    processes = settings.ingest_processes if args.processes is None else args.processes
+    if processes > 1:
         from ingest.processes import supervise
 
-        return supervise(settings, args.processes)
+        return supervise(settings, processes)
 
     from ingest.worker import Stopped, Worker  # after logging is configured
 

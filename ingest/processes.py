@@ -39,6 +39,7 @@ def child_environments(settings: Settings, processes: int) -> list[dict[str, str
         env = dict(os.environ)
         env["LIVELAB_INGEST_CLIENT_ID"] = f"{settings.ingest_client_id}-{i}"
         env["LIVELAB_INGEST_SHARE_GROUP"] = group
+        env["LIVELAB_INGEST_PROCESSES"] = "1"  # a child is one worker
         port = settings.ingest_http_port
         env["LIVELAB_INGEST_HTTP_PORT"] = str(port + i - 1 if port else 0)
         envs.append(env)

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
         description="MQTT client id; it names the persistent session, so keep it stable per "
         "worker and unique across workers",
     )
+    ingest_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="worker processes on this host, in one share group (livelab-ingest "
+        "--processes overrides it)",
+    )
     ingest_topics: str = Field(
         "livelab/#", description="comma-separated topic filters to subscribe to (QoS 1)"
     )
