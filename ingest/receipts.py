@@ -30,6 +30,9 @@ from datetime import datetime
 # Between the largest possible distance of a true redelivery (the worker's queue plus Receive
 # Maximum: a few thousand) and the smallest of a reused packet id (65 535 - Receive Maximum).
 REDELIVERY_WINDOW = 32_768
+# Parsed batches that may wait for the worker's writer; part of what a worker holds at once,
+# which ingest.settings keeps below the window.
+PARSED_AHEAD = 2
 
 
 def digest(topic: str, payload: bytes) -> bytes:

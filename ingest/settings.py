@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.parse import Limits
+from ingest.receipts import PARSED_AHEAD, REDELIVERY_WINDOW
 from schemas.migrate import DEFAULT_DATABASE_URL
 from schemas.telemetry import MAX_PAYLOAD_BYTES, MAX_READINGS_PER_MESSAGE
 from schemas.times import parse_rfc3339
@@ -101,6 +102,20 @@ class Settings(BaseSettings):
         10.0, ge=0, description="seconds to finish queued messages on shutdown"
     )
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check_redelivery_window(self) -> Settings:
+        # What the worker holds at once (Receive Maximum in flight, the inbox of twice that,
+        # parsed batches, the batch being stored) must stay within the window that tells a
+        # redelivery from a reused packet id (ingest/receipts.py).
+        held = 3 * self.ingest_receive_maximum + (PARSED_AHEAD + 1) * self.ingest_batch_messages
+        if held >= REDELIVERY_WINDOW:
+            raise ValueError(
+                f"3 x LIVELAB_INGEST_RECEIVE_MAXIMUM + {PARSED_AHEAD + 1} x "
+                f"LIVELAB_INGEST_BATCH_MESSAGES is {held}; it must stay below "
+                f"{REDELIVERY_WINDOW} (see ingest/receipts.py)"
+            )
+        return self
 
     @field_validator("ingest_min_time")
     @classmethod

@@ -7,9 +7,13 @@ Threads:
   full it stops reading from the socket (backpressure: TCP pushes back to the broker); nothing
   is dropped. For QoS 1 the broker's own flow control (MQTT 5 Receive Maximum) bounds what is
   in flight.
-- the writer thread takes batches from the inbox, parses them (`ingest.parse`), stores
-  readings and rejections in one transaction (`ingest.store`), and only then hands the batch's
-  QoS 1 packet ids to the MQTT thread, which writes their PUBACKs in one send. A worker that
+- the parser thread takes batches from the inbox, leaves out messages of an ended connection
+  and parses the rest (`ingest.parse`); up to `PARSED_AHEAD` parsed batches wait for the
+  writer, so parsing overlaps with the database's work.
+- the writer thread gives redelivered messages their first receive time (`ingest.receipts`),
+  stores a batch's readings and rejections in one transaction (`ingest.store`), and only then
+  hands the batch's QoS 1 packet ids to the MQTT thread, which writes their PUBACKs in one
+  send. A worker that
   dies before that gets the messages again from its persistent session, and the (series, time)
   key (with receipts for form 1, `ingest.receipts`) makes the second store change nothing.
 
@@ -20,7 +24,9 @@ ack for an old message must not be sent (see MQTT 5 section 4.4, message deliver
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -41,6 +47,7 @@ from ingest.errors import StorageRefused, StorageUnavailable
 from ingest.metrics import Metrics, serve_http
 from ingest.mqtt import Inbound, Link
 from ingest.parse import Parsed, Rejection, parse_message
+from ingest.receipts import PARSED_AHEAD
 from ingest.settings import Settings
 from ingest.store import Receipt, RejectionRow, Store, Timeouts
 from schemas.migrate import MigrationError, migrate
@@ -156,6 +163,11 @@ class Worker:
         self._last_received_us = 0  # the last receive time handed out (µs since the epoch)
         self.failed = threading.Event()  # set when the writer thread died
         self._writer: threading.Thread | None = None
+        self._parser: threading.Thread | None = None
+        # Parsed batches on their way to the writer: parsing the next batch overlaps with the
+        # database storing this one (psycopg releases the GIL while it waits).
+        self._parsed: queue.Queue[list[Incoming] | None] = queue.Queue(maxsize=PARSED_AHEAD)
+        self._parse_since: float | None = None  # arrival of the oldest message being parsed
         self._http: ThreadingHTTPServer | None = None
         self._link = self._make_link()
 
@@ -170,6 +182,8 @@ class Worker:
                 s.ingest_http_host, s.ingest_http_port, self.metrics, self.ready
             )
             log.info("metrics and health on http://%s:%d/metrics", *self._http.server_address[:2])
+        self._parser = threading.Thread(target=self._parse_loop, name="ingest-parser", daemon=True)
+        self._parser.start()
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self._writer.start()
         log.info(
@@ -204,6 +218,8 @@ class Worker:
                 log.warning("shutdown grace over; unacknowledged messages will be redelivered")
                 self._abandon.set()
                 self._writer.join(10)
+        if self._parser is not None:
+            self._parser.join(10)
         if self._qos0_dropped:
             log.warning(
                 "%d QoS 0 messages arrived during shutdown and were not stored (QoS 0 is at "
@@ -246,11 +262,11 @@ class Worker:
 
     def _oldest_wait(self) -> float:
         """Seconds the oldest message not yet committed has waited (0 when there is none)."""
-        oldest = self._busy_since
-        head = self._inbox.oldest()
-        if head is not None:
-            oldest = head if oldest is None else min(oldest, head)
-        return 0.0 if oldest is None else time.monotonic() - oldest
+        with self._parsed.mutex:
+            ahead = [batch[0].arrived for batch in self._parsed.queue if batch]
+        times = [self._busy_since, self._parse_since, self._inbox.oldest(), *ahead]
+        known = [t for t in times if t is not None]
+        return time.monotonic() - min(known) if known else 0.0
 
     def _migrate(self) -> None:
         delay = 0.5
@@ -388,14 +404,54 @@ class Worker:
 
     # -- writer thread -----------------------------------------------------------------------
 
-    def _write_loop(self) -> None:
+    def _parse_loop(self) -> None:
+        """Parser thread: batches from the inbox, parsed, handed to the writer in order."""
         try:
             while not self._abandon.is_set():
                 batch = self._collect()
+                if not batch:
+                    if self._stopping.is_set():
+                        break
+                    continue
+                self._parse_since = min(msg.arrived for msg in batch)
+                batch = self._live(batch)
+                for msg in batch:
+                    if not (msg.dup and msg.qos):  # a redelivery waits for its receipt: writer
+                        msg.parsed = self._parse(msg)
                 if batch:
-                    self._process(batch)
-                elif self._stopping.is_set():
-                    return
+                    self._handoff(batch)
+                self._parse_since = None
+        except _Abandoned:
+            return
+        except Exception:
+            log.critical("the parser thread failed; the worker must be restarted", exc_info=True)
+            self.failed.set()
+            return
+        with contextlib.suppress(_Abandoned):
+            self._handoff(None)  # tells the writer that nothing more comes
+
+    def _handoff(self, batch: list[Incoming] | None) -> None:
+        while True:
+            try:
+                self._parsed.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                if self._abandon.is_set() or self.failed.is_set():
+                    raise _Abandoned from None
+
+    def _write_loop(self) -> None:
+        try:
+            while not self._abandon.is_set():
+                try:
+                    batch = self._parsed.get(timeout=0.2)
+                except queue.Empty:
+                    if self.failed.is_set():
+                        return  # the parser died: nothing more will come
+                    self._housekeeping()
+                    continue
+                if batch is None:
+                    return  # stopping, and everything taken was stored
+                self._process(batch)
                 self._housekeeping()
         except _Abandoned:
             return
@@ -415,13 +471,11 @@ class Worker:
         m.queue_depth.set(len(self._inbox))
         self._busy_since = min(msg.arrived for msg in batch)
         try:
-            batch = self._live(batch)
-            if not batch:
-                return
-            if any(msg.dup and msg.qos for msg in batch):
-                self._retry(self._first_receive_times, batch)
-            for msg in batch:
-                msg.parsed = self._parse(msg)
+            redelivered = [msg for msg in batch if msg.parsed is None]
+            if redelivered:
+                self._retry(self._first_receive_times, redelivered)
+                for msg in redelivered:
+                    msg.parsed = self._parse(msg)
             self._store_batch(batch)
             stored = [msg for msg in batch if not msg.stale]
             outcomes = {"stored": 0, "partial": 0, "rejected": 0}
