@@ -7,7 +7,8 @@ stores a batch in a single transaction:
 2. readings are COPYed (binary) into a temporary staging table, then moved with
    ``INSERT ... ON CONFLICT DO NOTHING`` in arrival order, so the first value of a
    (series, time) wins and redeliveries change nothing;
-3. the series' first/last time and reading count are updated from the rows really inserted;
+3. the series' first/last time and reading count, and the rollups (`ingest.rollups`), are
+   updated from the rows really inserted;
 4. rejections are COPYed into ``rejections``.
 
 Errors are translated at this edge (see `ingest.errors`): connection trouble becomes
@@ -25,6 +26,7 @@ import psycopg
 
 from ingest.errors import StorageRefused, StorageUnavailable
 from ingest.parse import Reading
+from ingest.rollups import MAINTAIN
 
 log = logging.getLogger("livelab.ingest.store")
 
@@ -59,13 +61,13 @@ CREATE TEMPORARY TABLE IF NOT EXISTS livelab_stage (
 ) ON COMMIT DELETE ROWS
 """
 
-_MOVE = """
+_MOVE = f"""
 WITH inserted AS (
     INSERT INTO readings (series_id, time, value)
     SELECT series_id, time, value FROM livelab_stage ORDER BY seq
     ON CONFLICT DO NOTHING
-    RETURNING series_id, time
-), per_series AS (
+    RETURNING series_id, time, value
+), {MAINTAIN}, per_series AS (
     SELECT series_id, min(time) AS first, max(time) AS last, count(*) AS n
     FROM inserted GROUP BY series_id
 )

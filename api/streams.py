@@ -1,0 +1,187 @@
+"""Aggregate answers streamed in chunks: rows from a server-side cursor are shaped (long or
+wide layout, `fill=null`) and encoded (orjson, or CSV) a chunk at a time, so a large answer is
+never held in memory whole and the event loop serves other requests between chunks."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from psycopg import AsyncCursor
+
+Row = tuple[Any, ...]  # device, sensor, bucket start (UTC), stats...
+SeriesName = tuple[str, str]
+
+CHUNK_ROWS = 5000
+
+
+async def fetch_chunks(
+    cur: AsyncCursor[Row], first: list[Row], starts: Sequence[datetime] | None
+) -> AsyncIterator[list[Row]]:
+    """The cursor's rows, CHUNK_ROWS at a time, from `first` on. With `starts`, the query's
+    bucket key is an index into it and becomes the bucket's start."""
+    rows = first
+    while rows:
+        if starts is not None:
+            rows = [(r[0], r[1], starts[r[2]], *r[3:]) for r in rows]
+        yield rows
+        rows = await cur.fetchmany(CHUNK_ROWS)
+
+
+def empty_stats(stats: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(0 if s == "count" else None for s in stats)
+
+
+class Shaper:
+    """Turns the query's rows into answer records, chunk by chunk.
+
+    `long`: one record per series and bucket. `wide`: one per bucket, with one column per
+    series and stat (`{device}/{sensor}/{stat}`); a series without readings in a bucket has
+    count 0 and null for the other stats there.
+    """
+
+    def __init__(
+        self,
+        *,
+        layout: str,
+        stats: Sequence[str],
+        series: Sequence[SeriesName],
+        starts: Sequence[datetime],
+        fill: bool,
+        label: Callable[[datetime], str],
+    ) -> None:
+        self.layout = layout
+        self.stats = list(stats)
+        self.series = list(series)
+        self.starts = starts
+        self.fill = fill
+        self.label = label
+        self._blank = empty_stats(stats)
+        if layout == "wide":
+            self.columns = ["bucket"] + [
+                f"{d}/{s}/{stat}" for d, s in self.series for stat in self.stats
+            ]
+            self._slot = {name: i for i, name in enumerate(self.series)}
+            self._pending: tuple[datetime, list[Any]] | None = None
+            self._next_start = 0  # index into starts of the next bucket to emit (fill)
+        else:
+            self.columns = ["device", "sensor", "bucket", *self.stats]
+            self._cursor = (0, 0)  # (series index, start index) of the next record (fill)
+
+    # -- long -------------------------------------------------------------------------------
+
+    def _long(self, rows: list[Row], last: bool) -> list[list[Any]]:
+        out: list[list[Any]] = []
+        label = self.label
+        if not self.fill:
+            for r in rows:
+                out.append([r[0], r[1], label(r[2]), *r[3:]])
+            return out
+        si, bi = self._cursor
+        series, starts, blank = self.series, self.starts, self._blank
+        pos = {name: i for i, name in enumerate(series)} if rows else {}
+        for r in rows:
+            target = (pos[(r[0], r[1])], self._start_index(r[2]))
+            while (si, bi) < target:
+                d, s = series[si]
+                out.append([d, s, label(starts[bi]), *blank])
+                si, bi = (si, bi + 1) if bi + 1 < len(starts) else (si + 1, 0)
+            out.append([r[0], r[1], label(r[2]), *r[3:]])
+            si, bi = (si, bi + 1) if bi + 1 < len(starts) else (si + 1, 0)
+        if last:
+            while si < len(series):
+                d, s = series[si]
+                out.append([d, s, label(starts[bi]), *blank])
+                si, bi = (si, bi + 1) if bi + 1 < len(starts) else (si + 1, 0)
+        self._cursor = (si, bi)
+        return out
+
+    def _start_index(self, b: datetime) -> int:
+        index = getattr(self, "_index", None)
+        if index is None:
+            index = self._index = {t: i for i, t in enumerate(self.starts)}
+        return int(index[b])
+
+    # -- wide -------------------------------------------------------------------------------
+
+    def _blank_wide(self, b: datetime) -> list[Any]:
+        return [self.label(b), *(self._blank * len(self.series))]
+
+    def _wide(self, rows: list[Row], last: bool) -> list[list[Any]]:
+        out: list[list[Any]] = []
+        width = len(self.stats)
+        pending = self._pending
+        for r in rows:
+            b = r[2]
+            if pending is None or pending[0] != b:
+                if pending is not None:
+                    out.append(pending[1])
+                if self.fill:
+                    stop = self._start_index(b)
+                    out.extend(
+                        self._blank_wide(self.starts[i]) for i in range(self._next_start, stop)
+                    )
+                    self._next_start = stop + 1
+                pending = (b, self._blank_wide(b))
+            at = 1 + self._slot[(r[0], r[1])] * width
+            pending[1][at : at + width] = r[3:]
+        if last:
+            if pending is not None:
+                out.append(pending[1])
+                pending = None
+            if self.fill:
+                out.extend(
+                    self._blank_wide(self.starts[i])
+                    for i in range(self._next_start, len(self.starts))
+                )
+                self._next_start = len(self.starts)
+        self._pending = pending
+        return out
+
+    def records(self, rows: list[Row], last: bool) -> list[list[Any]]:
+        return self._wide(rows, last) if self.layout == "wide" else self._long(rows, last)
+
+
+async def encode(
+    chunks: AsyncIterator[list[Row]], shaper: Shaper, fmt: str
+) -> AsyncIterator[bytes]:
+    """The answer's bytes: JSON ``{"data": [...], "next": null}`` or CSV with a header row."""
+    columns = shaper.columns
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+
+        def flush(records: list[list[Any]]) -> bytes:
+            writer.writerows([["" if v is None else v for v in rec] for rec in records])
+            text = buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+            return text.encode()
+
+        yield flush([])
+        async for rows in chunks:
+            yield flush(shaper.records(rows, last=False))
+        yield flush(shaper.records([], last=True))
+        return
+
+    yield b'{"data":['
+    first = True
+
+    def dump(records: list[list[Any]]) -> bytes:
+        nonlocal first
+        if not records:
+            return b""
+        body = orjson.dumps([dict(zip(columns, rec, strict=True)) for rec in records])[1:-1]
+        if first:
+            first = False
+            return body
+        return b"," + body
+
+    async for rows in chunks:
+        yield dump(shaper.records(rows, last=False))
+    yield dump(shaper.records([], last=True)) + b'],"next":null}'
