@@ -131,23 +131,23 @@ def plan(starts: list[datetime], start: datetime, end: datetime) -> Plan:
 def composed_query(bucket: Bucket, stats: list[Stat], parts: Plan, order: str) -> sql.Composed:
     """The aggregates query; parameters ``ids, starts, origin`` and the plan's ranges.
 
-    Rows: device, sensor, key, then one column per stat. The key is the bucket's start
-    (fixed buckets) or its index in ``starts`` (calendar buckets). `order` is ``series``
-    (device, sensor, bucket) or ``bucket`` (bucket, device, sensor).
+    Rows: series id, key, then one column per stat. The key is the bucket's start (fixed
+    buckets) or its index in ``starts`` (calendar buckets). `order` is ``series`` (in the
+    order of ``ids``, then bucket) or ``bucket`` (bucket, then series in the order of ``ids``).
+    All partials are summed in one aggregation over the union of the pieces.
     """
     if bucket.calendar:
         key = "width_bucket({col}, %(starts)s::timestamptz[]) - 1"
     else:
         key = f"time_bucket('{bucket.interval}'::interval, {{col}}, %(origin)s::timestamptz)"
     selects: list[sql.Composable] = []
-    for table, _ in parts.tiers.items():
+    for table in parts.tiers:
         selects.append(
             sql.SQL(
-                "SELECT r.series_id, {key} AS k, sum(r.n) AS n, sum(r.total) AS total, "
-                "min(r.lo) AS lo, max(r.hi) AS hi "
+                "SELECT r.series_id, {key} AS k, r.n, r.total, r.lo, r.hi "
                 "FROM unnest({lo}::timestamptz[], {hi}::timestamptz[]) AS g(lo, hi) "
                 "JOIN {table} r ON r.bucket >= g.lo AND r.bucket < g.hi "
-                "WHERE r.series_id = ANY(%(ids)s) GROUP BY 1, 2"
+                "WHERE r.series_id = ANY(%(ids)s)"
             ).format(
                 key=sql.SQL(key.format(col="r.bucket")),
                 lo=sql.Placeholder(f"{table}_lo"),
@@ -160,23 +160,22 @@ def composed_query(bucket: Bucket, stats: list[Stat], parts: Plan, order: str) -
         # outside them when it plans the query.
         selects.append(
             sql.SQL(
-                "SELECT r.series_id, {key} AS k, count(*) AS n, sum(r.value) AS total, "
-                "min(r.value) AS lo, max(r.value) AS hi "
+                "SELECT r.series_id, {key} AS k, 1 AS n, r.value AS total, r.value AS lo, "
+                "r.value AS hi "
                 "FROM unnest(%(raw_lo)s::timestamptz[], %(raw_hi)s::timestamptz[]) AS g(lo, hi) "
                 "JOIN readings r ON r.time >= g.lo AND r.time < g.hi "
                 "WHERE r.series_id = ANY(%(ids)s) "
-                "AND r.time >= %(raw_min)s AND r.time < %(raw_max)s GROUP BY 1, 2"
+                "AND r.time >= %(raw_min)s AND r.time < %(raw_max)s"
             ).format(key=sql.SQL(key.format(col="r.time")))
         )
     cols = sql.SQL(", ").join(
         sql.SQL("{} AS {}").format(sql.SQL(_STAT_SQL[s]), sql.Identifier(s)) for s in stats
     )
-    by_series = 's.device COLLATE "C", s.sensor COLLATE "C"'
-    order_by = f"{by_series}, p.k" if order == "series" else f"p.k, {by_series}"
+    order_by = "o.ord, p.k" if order == "series" else "p.k, o.ord"
     return sql.SQL(
-        "SELECT s.device, s.sensor, p.k, {cols} FROM ({parts}) p "
-        "JOIN series s ON s.id = p.series_id "
-        "GROUP BY s.device, s.sensor, p.k ORDER BY {order}"
+        "SELECT p.series_id, p.k, {cols} FROM ({parts}) p "
+        "JOIN unnest(%(ids)s::int[]) WITH ORDINALITY AS o(id, ord) ON o.id = p.series_id "
+        "GROUP BY o.ord, p.series_id, p.k ORDER BY {order}"
     ).format(cols=cols, parts=sql.SQL(" UNION ALL ").join(selects), order=sql.SQL(order_by))
 
 

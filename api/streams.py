@@ -20,15 +20,19 @@ CHUNK_ROWS = 5000
 
 
 async def fetch_chunks(
-    cur: AsyncCursor[Row], first: list[Row], starts: Sequence[datetime] | None
+    cur: AsyncCursor[Row],
+    first: list[Row],
+    names: dict[int, SeriesName],
+    starts: Sequence[datetime] | None,
 ) -> AsyncIterator[list[Row]]:
-    """The cursor's rows, CHUNK_ROWS at a time, from `first` on. With `starts`, the query's
-    bucket key is an index into it and becomes the bucket's start."""
+    """The cursor's rows (series id, key, stats...) CHUNK_ROWS at a time, from `first` on, as
+    (device, sensor, bucket start, stats...). With `starts`, the key is an index into it."""
     rows = first
     while rows:
-        if starts is not None:
-            rows = [(r[0], r[1], starts[r[2]], *r[3:]) for r in rows]
-        yield rows
+        if starts is None:
+            yield [(*names[r[0]], *r[1:]) for r in rows]
+        else:
+            yield [(*names[r[0]], starts[r[1]], *r[2:]) for r in rows]
         rows = await cur.fetchmany(CHUNK_ROWS)
 
 

@@ -217,7 +217,8 @@ async def aggregates(
         fill=fill is not None,
         label=label,
     )
-    chunks = await _query(conn, spec, wanted, ids, starts, origin, start_dt, end_dt, layout)
+    names = {row[0]: (row[1], row[2]) for row in found}  # in answer order (dicts keep it)
+    chunks = await _query(conn, spec, wanted, names, starts, origin, start_dt, end_dt, layout)
     headers = {}
     media_type = "application/json"
     if format == "csv":
@@ -232,7 +233,7 @@ async def _query(
     conn: AsyncConnection,
     spec: Bucket,
     wanted: list[Stat],
-    ids: list[int],
+    names: dict[int, streams.SeriesName],
     starts: list[datetime],
     origin: datetime,
     start: datetime,
@@ -241,8 +242,9 @@ async def _query(
 ) -> AsyncIterator[list[streams.Row]]:
     """Run the composed query on a server-side cursor and fetch its first chunk now (so that a
     database error is still an HTTP error); the rest is fetched as the answer is sent."""
-    if not ids:
+    if not names:
         return _no_chunks()
+    ids = list(names)
     parts = compose.plan(starts, start, end)
     query = compose.composed_query(
         spec, wanted, parts, order="bucket" if layout == "wide" else "series"
@@ -253,15 +255,19 @@ async def _query(
     await conn.execute("BEGIN READ ONLY")
     cur = conn.cursor("livelab_aggregates")
     try:
-        # Plan for all rows, not for the first 10 % (the default for cursors).
-        await conn.execute("SET LOCAL cursor_tuple_fraction = 1")
+        # Plan for all rows, not for the first 10 % (the default for cursors); no JIT (its
+        # compile time, up to a second, is what the planner's overestimates of the pieces'
+        # rows would buy); room to sort and group a year of hourly partials in memory.
+        await conn.execute(
+            "SET LOCAL cursor_tuple_fraction = 1; SET LOCAL jit = off; SET LOCAL work_mem = '64MB'"
+        )
         await cur.execute(query, params)
         first = await cur.fetchmany(streams.CHUNK_ROWS)
     except BaseException:
         await cur.close()
         await conn.rollback()
         raise
-    chunks = streams.fetch_chunks(cur, first, starts if spec.calendar else None)
+    chunks = streams.fetch_chunks(cur, first, names, starts if spec.calendar else None)
     return _closing(conn, cur, chunks)
 
 
