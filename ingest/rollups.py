@@ -168,7 +168,7 @@ def verify(
                 "FROM s FULL JOIN a USING (series_id, bucket) "
                 "WHERE s.n IS DISTINCT FROM a.n OR s.lo IS DISTINCT FROM a.lo "
                 "OR s.hi IS DISTINCT FROM a.hi "
-                "OR abs(s.total - a.total) > %(tol)s * a.mag "
+                "OR abs(s.total - a.total) > %(tol)s * greatest(a.mag, 1e-290) "
                 "ORDER BY 1, 2 LIMIT %(limit)s"
             ).format(iv=sql.Literal(tier.interval), table=sql.Identifier(tier.table))
             for row in conn.execute(query, params):
