@@ -25,13 +25,13 @@ from schemas.rollups import TIERS, Tier
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# Stats from summed partials: n (count), total (sum), lo (min), hi (max).
+# Stats from the summed partials n (count), total (sum), lo (min) and hi (max).
 _STAT_SQL = {
-    "avg": "sum(total) / sum(n)",
-    "min": "min(lo)",
-    "max": "max(hi)",
-    "sum": "sum(total)",
-    "count": "sum(n)::bigint",
+    "avg": "p.total / p.n",
+    "min": "p.lo",
+    "max": "p.hi",
+    "sum": "p.total",
+    "count": "p.n",
 }
 
 
@@ -136,57 +136,116 @@ def composed_query(bucket: Bucket, stats: list[Stat], parts: Plan, order: str) -
     order of ``ids``, then bucket) or ``bucket`` (bucket, then series in the order of ``ids``).
     All partials are summed in one aggregation over the union of the pieces.
     """
+    order_by = "o.ord, p.k" if order == "series" else "p.k, o.ord"
+    same = _one_partial_per_bucket(bucket, parts)
+    if same is not None:
+        # Each bucket is one partial of one tier (1h buckets on whole UTC hours): no grouping.
+        return sql.SQL(
+            "SELECT p.series_id, p.k, {cols} FROM ("
+            "SELECT r.series_id, r.bucket AS k, r.n, r.total, r.lo, r.hi FROM {table} r "
+            "WHERE r.series_id = ANY(%(ids)s) "
+            "AND r.bucket >= {lo} AND r.bucket < {hi}) p "
+            "JOIN unnest(%(ids)s::int[]) WITH ORDINALITY AS o(id, ord) ON o.id = p.series_id "
+            "ORDER BY {order}"
+        ).format(
+            cols=_stat_columns(stats),
+            table=sql.Identifier(same),
+            lo=sql.Placeholder(f"{same}_min"),
+            hi=sql.Placeholder(f"{same}_max"),
+            order=sql.SQL(order_by),
+        )
     if bucket.calendar:
         key = "width_bucket({col}, %(starts)s::timestamptz[]) - 1"
     else:
         key = f"time_bucket('{bucket.interval}'::interval, {{col}}, %(origin)s::timestamptz)"
     selects: list[sql.Composable] = []
-    for table in parts.tiers:
+    for table, ranges in parts.tiers.items():
         selects.append(
-            sql.SQL(
-                "SELECT r.series_id, {key} AS k, r.n, r.total, r.lo, r.hi "
-                "FROM unnest({lo}::timestamptz[], {hi}::timestamptz[]) AS g(lo, hi) "
-                "JOIN {table} r ON r.bucket >= g.lo AND r.bucket < g.hi "
-                "WHERE r.series_id = ANY(%(ids)s)"
-            ).format(
-                key=sql.SQL(key.format(col="r.bucket")),
-                lo=sql.Placeholder(f"{table}_lo"),
-                hi=sql.Placeholder(f"{table}_hi"),
-                table=sql.Identifier(table),
+            _piece_select(
+                sql.SQL("SELECT r.series_id, {key} AS k, r.n, r.total, r.lo, r.hi").format(
+                    key=sql.SQL(key.format(col="r.bucket"))
+                ),
+                sql.Identifier(table),
+                "r.bucket",
+                table,
+                len(ranges),
             )
         )
     if parts.raw:
-        # The outer bounds as plain conditions too, so that TimescaleDB leaves out the chunks
-        # outside them when it plans the query.
         selects.append(
-            sql.SQL(
-                "SELECT r.series_id, {key} AS k, 1 AS n, r.value AS total, r.value AS lo, "
-                "r.value AS hi "
-                "FROM unnest(%(raw_lo)s::timestamptz[], %(raw_hi)s::timestamptz[]) AS g(lo, hi) "
-                "JOIN readings r ON r.time >= g.lo AND r.time < g.hi "
-                "WHERE r.series_id = ANY(%(ids)s) "
-                "AND r.time >= %(raw_min)s AND r.time < %(raw_max)s"
-            ).format(key=sql.SQL(key.format(col="r.time")))
+            _piece_select(
+                sql.SQL(
+                    "SELECT r.series_id, {key} AS k, 1 AS n, r.value AS total, r.value AS lo, "
+                    "r.value AS hi"
+                ).format(key=sql.SQL(key.format(col="r.time"))),
+                sql.Identifier("readings"),
+                "r.time",
+                "raw",
+                len(parts.raw),
+            )
         )
-    cols = sql.SQL(", ").join(
+    cols = _stat_columns(stats)
+    # Sum the partials first, then join the series order to the (far fewer) groups.
+    return sql.SQL(
+        "SELECT p.series_id, p.k, {cols} FROM ("
+        "SELECT u.series_id, u.k, sum(u.n)::bigint AS n, sum(u.total) AS total, "
+        "min(u.lo) AS lo, max(u.hi) AS hi FROM ({parts}) u GROUP BY 1, 2) p "
+        "JOIN unnest(%(ids)s::int[]) WITH ORDINALITY AS o(id, ord) ON o.id = p.series_id "
+        "ORDER BY {order}"
+    ).format(cols=cols, parts=sql.SQL(" UNION ALL ").join(selects), order=sql.SQL(order_by))
+
+
+def _stat_columns(stats: list[Stat]) -> sql.Composed:
+    return sql.SQL(", ").join(
         sql.SQL("{} AS {}").format(sql.SQL(_STAT_SQL[s]), sql.Identifier(s)) for s in stats
     )
-    order_by = "o.ord, p.k" if order == "series" else "p.k, o.ord"
+
+
+def _one_partial_per_bucket(bucket: Bucket, parts: Plan) -> str | None:
+    """The tier's table when every bucket is exactly one of its partials, else None."""
+    if bucket.calendar or parts.raw or len(parts.tiers) != 1:
+        return None
+    ((table, ranges),) = parts.tiers.items()
+    tier = next(t for t in TIERS if t.table == table)
+    if tier.step != bucket.nominal or len(ranges) != 1:
+        return None
+    return table
+
+
+def _piece_select(
+    select: sql.Composable, table: sql.Identifier, col: str, name: str, n_ranges: int
+) -> sql.Composed:
+    # The outer bounds are plain conditions, so that the planner sees how much of the table
+    # they cover and TimescaleDB leaves out the chunks outside them. One range needs nothing
+    # else (the common case: a year of Stockholm days is one hourly range); several are
+    # joined from arrays, each range an index range scan.
+    bounds = sql.SQL("{col} >= {lo} AND {col} < {hi}").format(
+        col=sql.SQL(col), lo=sql.Placeholder(f"{name}_min"), hi=sql.Placeholder(f"{name}_max")
+    )
+    if n_ranges == 1:
+        return sql.SQL("{select} FROM {table} r WHERE r.series_id = ANY(%(ids)s) AND {b}").format(
+            select=select, table=table, b=bounds
+        )
     return sql.SQL(
-        "SELECT p.series_id, p.k, {cols} FROM ({parts}) p "
-        "JOIN unnest(%(ids)s::int[]) WITH ORDINALITY AS o(id, ord) ON o.id = p.series_id "
-        "GROUP BY o.ord, p.series_id, p.k ORDER BY {order}"
-    ).format(cols=cols, parts=sql.SQL(" UNION ALL ").join(selects), order=sql.SQL(order_by))
+        "{select} FROM unnest({lo}::timestamptz[], {hi}::timestamptz[]) AS g(lo, hi) "
+        "JOIN {table} r ON {col} >= g.lo AND {col} < g.hi "
+        "WHERE r.series_id = ANY(%(ids)s) AND {b}"
+    ).format(
+        select=select,
+        lo=sql.Placeholder(f"{name}_lo"),
+        hi=sql.Placeholder(f"{name}_hi"),
+        table=table,
+        col=sql.SQL(col),
+        b=bounds,
+    )
 
 
 def plan_params(parts: Plan) -> dict[str, object]:
     params: dict[str, object] = {}
-    for table, ranges in parts.tiers.items():
-        params[f"{table}_lo"] = [lo for lo, _ in ranges]
-        params[f"{table}_hi"] = [hi for _, hi in ranges]
-    if parts.raw:
-        params["raw_lo"] = [lo for lo, _ in parts.raw]
-        params["raw_hi"] = [hi for _, hi in parts.raw]
-        params["raw_min"] = parts.raw[0][0]
-        params["raw_max"] = parts.raw[-1][1]
+    for name, ranges in [*parts.tiers.items(), ("raw", parts.raw)]:
+        if ranges:
+            params[f"{name}_lo"] = [lo for lo, _ in ranges]
+            params[f"{name}_hi"] = [hi for _, hi in ranges]
+            params[f"{name}_min"] = ranges[0][0]
+            params[f"{name}_max"] = ranges[-1][1]
     return params
