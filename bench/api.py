@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import math
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -229,10 +230,11 @@ def ingest_cost(url: str, batch_messages: int, rounds: int) -> dict[str, float]:
     store = Store(url)
     rates: dict[str, list[float]] = {"with": [], "without": []}
     t = datetime(2024, 1, 1, tzinfo=UTC)
+    run = secrets.token_hex(3)  # labs of this run only: a rerun must insert, not find duplicates
     try:
         for r in range(rounds):
             for mode in ("with", "without") if r % 2 == 0 else ("without", "with"):
-                lab = f"bench-ingest-{mode}"
+                lab = f"bench-ingest-{run}-{mode}"
                 batch = []
                 for _ in range(batch_messages):
                     t += timedelta(seconds=1)

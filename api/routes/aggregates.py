@@ -209,15 +209,16 @@ async def aggregates(
             text = labels[b] = format_rfc3339(b.astimezone(zone))
         return text
 
+    names = {row[0]: (row[1], row[2]) for row in found}  # in answer order (dicts keep it)
     shaper = streams.Shaper(
         layout=layout,
         stats=wanted,
-        series=[(row[1], row[2]) for row in found],
+        names=names,
         starts=starts,
+        keyed=spec.calendar,
         fill=fill is not None,
         label=label,
     )
-    names = {row[0]: (row[1], row[2]) for row in found}  # in answer order (dicts keep it)
     chunks = await _query(conn, spec, wanted, names, starts, origin, start_dt, end_dt, layout)
     headers = {}
     media_type = "application/json"
@@ -267,7 +268,7 @@ async def _query(
         await cur.close()
         await conn.rollback()
         raise
-    chunks = streams.fetch_chunks(cur, first, names, starts if spec.calendar else None)
+    chunks = streams.fetch_chunks(cur, first)
     return _closing(conn, cur, chunks)
 
 

@@ -148,8 +148,11 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     arrival = [readings[k] for k in order]
     cuts = sorted(draw(st.lists(st.integers(0, len(arrival)), max_size=4)))
     bucket = draw(st.sampled_from(list(BUCKETS)))
-    length = draw(st.integers(1, int(MAX_RANGE[bucket].total_seconds())))
-    start = T0 - timedelta(hours=6) + timedelta(seconds=draw(st.integers(0, 86400 * 15)))
+    # Range ends anywhere, or on quarter hours (where the rollups' boundaries are).
+    longest = int(MAX_RANGE[bucket].total_seconds())
+    length = draw(st.integers(1, longest) | st.integers(1, longest // 900).map(lambda q: q * 900))
+    offset = draw(st.integers(0, 86400 * 15) | st.integers(0, 96 * 15).map(lambda q: q * 900))
+    start = T0 - timedelta(hours=6) + timedelta(seconds=offset)
     return {
         "batches": [arrival[a:b] for a, b in zip([0, *cuts], [*cuts, len(arrival)], strict=True)],
         "bucket": bucket,
@@ -183,6 +186,49 @@ def iso(dt: datetime, zone: ZoneInfo) -> str:
 )
 @given(case=scenarios())
 def test_composed_aggregates_equal_raw_computation(
+    case: dict[str, Any],
+    client: TestClient,
+    store: Store,
+    db: psycopg.Connection,
+    make_key: Callable[..., str],
+) -> None:
+    check_case(case, client, store, db, make_key)
+
+
+def _fixed_case(bucket: str, zone: str, start: datetime, end: datetime, **extra: Any) -> Any:
+    every_7_min = [(k % 3, T0 + timedelta(minutes=7 * k), float(k % 11) - 3) for k in range(2880)]
+    case = {
+        "batches": [every_7_min[1::2], every_7_min[::2], every_7_min[:50]],
+        "bucket": bucket, "zone": zone, "start": start, "end": end, "stats": STATS,
+        "fill": False, "layout": "long", "format": "json", "device": None, **extra,
+    }  # fmt: skip
+    return pytest.param(case, id=f"{bucket}-{zone}-{extra}")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Each bucket one hourly partial (no grouping), and the same with ragged ends.
+        _fixed_case("1h", "UTC", T0, T0 + timedelta(days=13)),
+        _fixed_case("1h", "UTC", T0 + timedelta(minutes=7), T0 + timedelta(days=13, seconds=1)),
+        _fixed_case("15m", "Asia/Kolkata", T0, T0 + timedelta(days=3), layout="wide"),
+        _fixed_case("1h", "Asia/Kolkata", T0, T0 + timedelta(days=5), format="csv"),
+        _fixed_case("1d", "Australia/Lord_Howe", T0, T0 + timedelta(days=14), fill=True),
+        _fixed_case("1mo", "Europe/Stockholm", T0 - timedelta(days=40), T0 + timedelta(days=40)),
+        _fixed_case("1w", "Asia/Kathmandu", T0, T0 + timedelta(days=14), layout="wide"),
+    ],
+)
+def test_composed_aggregates_equal_raw_computation_examples(
+    case: dict[str, Any],
+    client: TestClient,
+    store: Store,
+    db: psycopg.Connection,
+    make_key: Callable[..., str],
+) -> None:
+    check_case(case, client, store, db, make_key)
+
+
+def check_case(
     case: dict[str, Any],
     client: TestClient,
     store: Store,
