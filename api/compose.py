@@ -119,9 +119,27 @@ def _decompose(plan: Plan, lo: datetime, hi: datetime, tiers: tuple[Tier, ...]) 
     plan.add(None, lo, hi)
 
 
-def plan(starts: list[datetime], start: datetime, end: datetime) -> Plan:
-    """Cut each bucket's part of [start, end) into tier pieces and raw pieces."""
+def plan(
+    starts: list[datetime], start: datetime, end: datetime, step: timedelta | None = None
+) -> Plan:
+    """Cut each bucket's part of [start, end) into tier pieces and raw pieces.
+
+    `step`: the length of fixed buckets. When a tier tiles them (its step divides theirs and
+    their starts fall on its boundaries), the buckets between the first and the last are that
+    tier's partials, in one range, without cutting bucket by bucket (8 760 hours of a year).
+    """
     out = Plan()
+    if step is not None and len(starts) > 2:
+        tiling = [
+            t
+            for t in TIERS
+            if step % t.step == timedelta(0) and _floor(starts[1], t.step) == starts[1]
+        ]
+        if tiling:
+            _decompose(out, start, starts[1], TIERS)
+            out.add(tiling[-1], starts[1], starts[-1])
+            _decompose(out, starts[-1], end, TIERS)
+            return out
     edges = [start, *starts[1:], end]
     for lo, hi in itertools.pairwise(edges):
         _decompose(out, lo, hi, TIERS)

@@ -270,7 +270,7 @@ def explain(url: str, base: str, key: str) -> None:
             end = START + timedelta(days=DAYS)
             origin = local_midnight(START, zone)
             starts = compose.bucket_starts(spec, zone, origin, START, end)
-            parts = compose.plan(starts, START, end)
+            parts = compose.plan(starts, START, end, None if spec.calendar else spec.nominal)
             query = compose.composed_query(spec, list(DEFAULT_STATS), parts, order="series")
             ids = [r[0] for r in found][: 1 if one else None]
             args = {"ids": ids, "starts": starts, "origin": origin, **compose.plan_params(parts)}

@@ -246,7 +246,7 @@ async def _query(
     if not names:
         return _no_chunks()
     ids = list(names)
-    parts = compose.plan(starts, start, end)
+    parts = compose.plan(starts, start, end, None if spec.calendar else spec.nominal)
     query = compose.composed_query(
         spec, wanted, parts, order="bucket" if layout == "wide" else "series"
     )

@@ -334,5 +334,10 @@ def test_plan_reads_coarsest_tier_and_raw_only_at_unaligned_ends() -> None:
     kolkata = ZoneInfo("Asia/Kolkata")
     k = compose.plan(compose.bucket_starts(BUCKETS["1d"], kolkata, origin, start, end), start, end)
     assert "rollup_15m" in k.tiers and len(k.raw) == 1  # :30 boundaries: 15-minute partials
+    for o in (origin, datetime(2025, 1, 1, tzinfo=kolkata)):  # hours on :00 and on :30 UTC
+        hours = compose.bucket_starts(BUCKETS["1h"], kolkata, o, start, end)
+        tiled = compose.plan(hours, start, end, BUCKETS["1h"].nominal)
+        assert tiled == compose.plan(hours, start, end)  # the shortcut cuts as bucket by bucket
+    assert tiled.tiers == {"rollup_15m": [(datetime(2025, 1, 1, 0, 15, tzinfo=UTC), end)]}
     five = compose.plan(compose.bucket_starts(BUCKETS["5m"], zone, origin, start, end), start, end)
     assert five.tiers == {} and five.raw == [(start, end)]  # finer than any tier: raw
