@@ -5,12 +5,14 @@ never held in memory whole and the event loop serves other requests between chun
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
 from psycopg import AsyncCursor
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 Row = tuple[Any, ...]  # device, sensor, bucket start (UTC), stats...
 SeriesName = tuple[str, str]
@@ -152,6 +154,34 @@ class Shaper:
 
     def records(self, rows: list[Row], last: bool) -> list[Sequence[Any]]:
         return self._wide(rows, last) if self.layout == "wide" else self._long(rows, last)
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that, once sent or abandoned (the client went away), closes its
+    body and then awaits `on_close`, before FastAPI returns the request's connection to the
+    pool. (Starlette leaves an abandoned body iterator to the garbage collector, which could
+    close a cursor after its connection serves another request.)"""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        on_close: Callable[[], Awaitable[None]],
+        media_type: str,
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self._content = content
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self._content, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await self._on_close()
 
 
 _NULL_FIELD = re.compile(rb",null(?=[,\]])")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
-from psycopg import AsyncConnection, AsyncServerCursor
+from psycopg import AsyncConnection
 
 from api import compose, streams
 from api.buckets import (
@@ -164,7 +164,7 @@ async def aggregates(
             "bucket, one column per series and stat, named `{device}/{sensor}/{stat}`."
         ),
     ] = "long",
-) -> StreamingResponse:
+) -> streams.ClosingStreamingResponse:
     """Statistics per series and time bucket (avg, min, max, sum, count)."""
     start_dt, end_dt = parse_range(start, end)
     spec = BUCKETS.get(bucket)
@@ -219,14 +219,19 @@ async def aggregates(
         fill=fill is not None,
         label=label,
     )
-    chunks = await _query(conn, spec, wanted, names, starts, origin, start_dt, end_dt, layout)
+    chunks, close = await _query(
+        conn, spec, wanted, names, starts, origin, start_dt, end_dt, layout
+    )
     headers = {}
     media_type = "application/json"
     if format == "csv":
         media_type = "text/csv; charset=utf-8"
         headers["Content-Disposition"] = f'inline; filename="{lab}-aggregates.csv"'
-    return StreamingResponse(
-        streams.encode(chunks, shaper, format), media_type=media_type, headers=headers
+    return streams.ClosingStreamingResponse(
+        streams.encode(chunks, shaper, format),
+        on_close=close,
+        media_type=media_type,
+        headers=headers,
     )
 
 
@@ -240,11 +245,12 @@ async def _query(
     start: datetime,
     end: datetime,
     layout: str,
-) -> AsyncIterator[list[streams.Row]]:
+) -> tuple[AsyncIterator[list[streams.Row]], Callable[[], Awaitable[None]]]:
     """Run the composed query on a server-side cursor and fetch its first chunk now (so that a
-    database error is still an HTTP error); the rest is fetched as the answer is sent."""
+    database error is still an HTTP error); the rest is fetched as the answer is sent. Returns
+    the chunks and the coroutine that closes the cursor and its transaction."""
     if not names:
-        return _no_chunks()
+        return _no_chunks(), _nothing
     ids = list(names)
     parts = compose.plan(starts, start, end, None if spec.calendar else spec.nominal)
     query = compose.composed_query(
@@ -252,7 +258,7 @@ async def _query(
     )
     params = {"ids": ids, "starts": starts, "origin": origin, **compose.plan_params(parts)}
     # A server-side cursor lives in a transaction; the connection is the request's, returned
-    # to the pool (and rolled back if the client went away) after the answer is sent.
+    # to the pool after the answer is sent (or the client went away) and `close` ran.
     await conn.execute("BEGIN READ ONLY")
     cur = conn.cursor("livelab_aggregates")
     try:
@@ -268,8 +274,15 @@ async def _query(
         await cur.close()
         await conn.rollback()
         raise
-    chunks = streams.fetch_chunks(cur, first)
-    return _closing(conn, cur, chunks)
+
+    async def close() -> None:
+        try:
+            await cur.close()
+            await conn.rollback()
+        except psycopg.Error:
+            pass  # a broken connection: the pool discards it
+
+    return streams.fetch_chunks(cur, first), close
 
 
 async def _no_chunks() -> AsyncIterator[list[streams.Row]]:
@@ -277,13 +290,5 @@ async def _no_chunks() -> AsyncIterator[list[streams.Row]]:
     yield
 
 
-async def _closing(
-    conn: AsyncConnection, cur: AsyncServerCursor, chunks: AsyncIterator[list[streams.Row]]
-) -> AsyncIterator[list[streams.Row]]:
-    try:
-        async for rows in chunks:
-            yield rows
-    finally:
-        # Also when the client went away mid-answer (the generator is closed then).
-        await cur.close()
-        await conn.rollback()
+async def _nothing() -> None:
+    return

@@ -77,6 +77,18 @@ def test_big_export_is_streamed_and_does_not_block_other_requests(
     assert len(lines) == 1 + 60_000
     assert lines[-1] == "dev-1,t,2025-07-12T15:59:00Z,29999.5,29999.5,29999.5,1"
 
+    # Exports abandoned mid-answer leave no cursor or transaction behind on the pool's
+    # connections: every later request (more than the pool holds) still answers in full.
+    for _ in range(3):
+        with (
+            httpx.Client(headers=auth, timeout=60) as quitter,
+            quitter.stream("GET", url, params=big) as export,
+        ):
+            next(export.iter_bytes())
+    for _ in range(12):
+        again = httpx.get(url, params={**big, "format": "json"}, headers=auth, timeout=60)
+        assert again.status_code == 200 and len(again.json()["data"]) == 60_000
+
 
 def test_wide_layout_json_and_csv(
     server: str, lab: str, add_series: Callable[..., int], auth: dict[str, str]
