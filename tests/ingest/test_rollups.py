@@ -129,3 +129,21 @@ def test_migration_fills_rollups_from_existing_readings(first_schema_database: s
         n = conn.execute("SELECT sum(n) FROM rollup_1d").fetchone()[0]  # type: ignore[index]
         assert n == 500
         assert rollups.verify(conn, "old") == []
+
+
+def test_readings_deleted_or_changed_by_hand_leave_the_rollups(
+    db: psycopg.Connection, stored_lab: str
+) -> None:
+    ids = "(SELECT id FROM series WHERE lab = %s)"
+    db.execute(
+        f"DELETE FROM readings WHERE series_id IN {ids} AND time < %s",
+        (stored_lab, T0 + timedelta(minutes=20)),
+    )
+    db.execute(
+        f"UPDATE readings SET value = value + 1000 WHERE series_id IN {ids} AND time = %s",
+        (stored_lab, T0 + timedelta(days=1, minutes=5)),
+    )
+    assert rollups.verify(db, stored_lab) == []
+    days = partials(db, stored_lab, "rollup_1d")
+    assert [row[2] for row in days] == [284, 288, 288, 284, 288, 288]
+    assert days[1][5] == 1000 + 289 % 50  # the changed reading (i = 289) is the day's max
