@@ -14,7 +14,7 @@ from psycopg import AsyncCursor
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-Row = tuple[Any, ...]  # device, sensor, bucket start (UTC), stats...
+Row = tuple[Any, ...]  # from the query: series id, bucket key, stats...
 SeriesName = tuple[str, str]
 
 CHUNK_ROWS = 5000
@@ -62,6 +62,7 @@ class Shaper:
         self.fill = fill
         self.label = label
         self._blank = empty_stats(stats)
+        self._index: dict[datetime, int] | None = None
         if layout == "wide":
             self.columns = ["bucket"] + [
                 f"{d}/{s}/{stat}" for d, s in self.series for stat in self.stats
@@ -76,6 +77,7 @@ class Shaper:
     # -- long -------------------------------------------------------------------------------
 
     def _named(self, rows: list[Row]) -> list[Row]:
+        """(device, sensor, bucket start, stats...) for the query's rows."""
         names, starts = self.names, self.starts
         if self.keyed:
             return [(*names[r[0]], starts[r[1]], *r[2:]) for r in rows]
@@ -110,10 +112,9 @@ class Shaper:
         return out
 
     def _start_index(self, b: datetime) -> int:
-        index = getattr(self, "_index", None)
-        if index is None:
-            index = self._index = {t: i for i, t in enumerate(self.starts)}
-        return int(index[b])
+        if self._index is None:  # only `fill` and wide answers need it
+            self._index = {t: i for i, t in enumerate(self.starts)}
+        return self._index[b]
 
     # -- wide -------------------------------------------------------------------------------
 

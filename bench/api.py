@@ -11,8 +11,8 @@
    ``--raw-runs`` times, in the same run. Median and p95 of each.
 3. Requests/s with 16 concurrent clients for ``/latest`` and for a one-month ``1d`` aggregate.
 4. The cost of keeping rollups: ``Store.write`` readings/s for 100-reading messages (one
-   instant of 100 sensors each, ``--ingest-batch`` messages per write), with and without the
-   rollup CTEs in the move statement, alternating, in a lab of its own.
+   instant of 100 sensors each; 1, 10 and ``--ingest-batch`` messages per write), with and
+   without the rollup CTEs in the move statement, alternating, in labs of their own; medians.
 5. ``--explain``: EXPLAIN ANALYZE of the composed queries, printed to stderr.
 
 Run: ``.venv/bin/python -m bench.api`` (``--help`` for options); the load takes a few minutes
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (16)")
     parser.add_argument("--seconds", type=float, default=10, help="per concurrency test (10)")
     parser.add_argument("--ingest-batch", type=int, default=200, help="messages per write")
-    parser.add_argument("--ingest-rounds", type=int, default=6, help="writes per mode (6)")
+    parser.add_argument("--ingest-rounds", type=int, default=20, help="writes per mode (20)")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE the queries")
     args = parser.parse_args(argv)
 
@@ -381,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name}: {rate:.0f} requests/s")
         api.stop()
         api = None
-        result.update(ingest_cost(url, args.ingest_batch, args.ingest_rounds))
+        for batch, rounds in ((1, 10 * args.ingest_rounds), (10, 3 * args.ingest_rounds),
+                              (args.ingest_batch, args.ingest_rounds)):  # fmt: skip
+            cost = ingest_cost(url, batch, rounds)
+            result[f"ingest, {batch} messages of 100 readings per write"] = cost
+            log(f"ingest, {batch} messages per write: {cost}")
         if args.explain:
             explain(url, "", key)
         result["api_workers"] = args.workers
