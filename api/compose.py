@@ -110,7 +110,10 @@ def _decompose(plan: Plan, lo: datetime, hi: datetime, tiers: tuple[Tier, ...]) 
     # Coarsest tier first: its whole buckets inside [lo, hi), then the ends with finer tiers.
     for i in range(len(tiers) - 1, -1, -1):
         tier = tiers[i]
-        a, b = _ceil(lo, tier.step), _floor(hi, tier.step)
+        try:
+            a, b = _ceil(lo, tier.step), _floor(hi, tier.step)
+        except OverflowError:  # at the end of time (9999-12-31): this tier does not fit
+            continue
         if a < b:
             _decompose(plan, lo, a, tiers[:i])
             plan.add(tier, a, b)

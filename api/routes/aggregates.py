@@ -184,6 +184,7 @@ async def aggregates(
     try:
         origin = local_midnight(start_dt, zone)
         starts = compose.bucket_starts(spec, zone, origin, start_dt, end_dt)
+        parts = compose.plan(starts, start_dt, end_dt, None if spec.calendar else spec.nominal)
     except (OverflowError, ValueError):
         raise bad_request(f"start: {start!r} is out of the supported range") from None
 
@@ -219,9 +220,7 @@ async def aggregates(
         fill=fill is not None,
         label=label,
     )
-    chunks, close = await _query(
-        conn, spec, wanted, names, starts, origin, start_dt, end_dt, layout
-    )
+    chunks, close = await _query(conn, spec, wanted, names, starts, origin, parts, layout)
     headers = {}
     media_type = "application/json"
     if format == "csv":
@@ -242,8 +241,7 @@ async def _query(
     names: dict[int, streams.SeriesName],
     starts: list[datetime],
     origin: datetime,
-    start: datetime,
-    end: datetime,
+    parts: compose.Plan,
     layout: str,
 ) -> tuple[AsyncIterator[list[streams.Row]], Callable[[], Awaitable[None]]]:
     """Run the composed query on a server-side cursor and fetch its first chunk now (so that a
@@ -252,7 +250,6 @@ async def _query(
     if not names:
         return _no_chunks(), _nothing
     ids = list(names)
-    parts = compose.plan(starts, start, end, None if spec.calendar else spec.nominal)
     query = compose.composed_query(
         spec, wanted, parts, order="bucket" if layout == "wide" else "series"
     )
