@@ -69,7 +69,10 @@ def local_midnight(at: datetime, tz: ZoneInfo) -> datetime:
 
 
 def aggregate_query(bucket: Bucket, stats: list[Stat], *, fill: bool) -> sql.Composed:
-    """The aggregates query; parameters ``ids, start, end, tz, origin``.
+    """The aggregates query over raw readings; parameters ``ids, start, end, tz, origin``.
+
+    The API composes its answers from the rollups instead (`api.compose`); this plain
+    ``time_bucket`` scan is the baseline `bench.api` measures them against.
 
     Rows: device, sensor, bucket (timestamptz), then one column per stat in `stats`.
     """

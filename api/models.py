@@ -6,7 +6,7 @@ describe their shape. Times are RFC 3339 strings with an offset.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Health(BaseModel):
@@ -47,8 +47,34 @@ class AggregateRow(BaseModel):
     count: int | None = None
 
 
+class WideAggregateRow(BaseModel):
+    """`layout=wide`: one bucket, then one field per series and stat, named
+    `{device}/{sensor}/{stat}` (numbers; counts are integers; null where a stat is empty)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "additionalProperties": {"type": ["number", "null"]},
+            "examples": [
+                {
+                    "bucket": "2026-03-29T00:00:00+01:00",
+                    "station-1/no2/avg": 17.4,
+                    "station-1/no2/count": 60,
+                }
+            ],
+        },
+    )
+
+    bucket: str = Field(
+        description="The bucket's start, RFC 3339 with the offset of `tz` at that instant.",
+        examples=["2026-03-29T00:00:00+01:00"],
+    )
+
+
 class AggregatePage(BaseModel):
-    data: list[AggregateRow]
+    data: list[AggregateRow | WideAggregateRow] = Field(
+        description="`layout=long` (default): AggregateRow; `layout=wide`: WideAggregateRow."
+    )
     next: str | None = Field(default=None, description="Always null: the answer is complete.")
 
 

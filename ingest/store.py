@@ -5,9 +5,11 @@ stores a batch in a single transaction:
 
 1. series ids for names not yet cached are created/looked up (``series``);
 2. readings are COPYed (binary) into a temporary staging table, leaving out a (series, time)
-   the batch already had, then moved with ``INSERT ... ON CONFLICT DO NOTHING``, so the first
-   value of a (series, time) wins and redeliveries change nothing;
-3. the series' first/last time and reading count are updated from the rows really inserted;
+   the batch already had, then moved to ``readings`` (a plain INSERT, or ``INSERT ... ON
+   CONFLICT DO NOTHING`` when some already exist), so the first value of a (series, time) wins
+   and redeliveries change nothing;
+3. the series' first/last time and reading count, and the rollups (`ingest.rollups`), are
+   updated from the rows really inserted;
 4. rejections are inserted into ``rejections``, merged with a row of the same device, topic and
    reason in the same merge interval (one row with a count instead of a row per message);
 5. receipts of messages stamped with their receive time (`ingest.receipts`) are upserted and the
@@ -34,6 +36,8 @@ import psycopg
 
 from ingest.errors import StorageRefused, StorageUnavailable
 from ingest.parse import Reading
+from ingest.rollups import MAINTAIN
+from schemas.rollups import TIERS
 
 log = logging.getLogger("livelab.ingest.store")
 
@@ -118,23 +122,27 @@ CREATE TEMPORARY TABLE IF NOT EXISTS livelab_stage (
 # against 1.4-1.9 s), and a batch has no (series, time) twice (`_insert` leaves repeats out).
 # When a reading already exists (a redelivery, a duplicate) the savepoint is rolled back and
 # the batch goes the exact path: ON CONFLICT DO NOTHING, counting only the rows it added.
+# Either way `inserted` is exactly the rows added, from which the rollups (MAINTAIN) and the
+# series' statistics are updated.
 _FAST = (
     "INSERT INTO readings (series_id, time, value) SELECT series_id, time, value FROM livelab_stage"
 )
 
-_PER_SERIES_FAST = """
-WITH per_series AS (
+_PER_SERIES_FAST = f"""
+WITH inserted AS (
+    SELECT series_id, time, value FROM livelab_stage
+), {MAINTAIN}, per_series AS (
     SELECT series_id, min(time) AS first, max(time) AS last, count(*) AS n
-    FROM livelab_stage GROUP BY series_id
+    FROM inserted GROUP BY series_id
 )"""
 
-_PER_SERIES_EXACT = """
+_PER_SERIES_EXACT = f"""
 WITH inserted AS (
     INSERT INTO readings (series_id, time, value)
     SELECT series_id, time, value FROM livelab_stage
     ON CONFLICT DO NOTHING
-    RETURNING series_id, time
-), per_series AS (
+    RETURNING series_id, time, value
+), {MAINTAIN}, per_series AS (
     SELECT series_id, min(time) AS first, max(time) AS last, count(*) AS n
     FROM inserted GROUP BY series_id
 )"""
@@ -182,6 +190,7 @@ _PRIVILEGES = (
     ("ingest_receipts", "UPDATE"),
     ("ingest_clients", "INSERT"),
     ("ingest_clients", "UPDATE"),
+    *((tier.table, priv) for tier in TIERS for priv in ("SELECT", "INSERT", "UPDATE")),
 )
 
 

@@ -26,6 +26,24 @@ from schemas.times import format_rfc3339
 router = APIRouter(prefix="/v1", tags=["readings"], responses=V1_RESPONSES)
 
 
+def page_query(after: bool) -> str:
+    """One page of readings; parameters ids, start, end, limit (and after_time, after_id).
+
+    After a cursor, the scan starts at the cursor's time: ``time >= after_time`` bounds the
+    index scans and lets TimescaleDB leave out every chunk before it, so the last page of a
+    long range costs what the first does. (The row comparison alone bounds neither.)
+    """
+    where = "WHERE series_id = ANY(%(ids)s) AND time >= %(start)s AND time < %(end)s "
+    if after:
+        where += (
+            "AND time >= %(after_time)s AND (time, series_id) > (%(after_time)s, %(after_id)s) "
+        )
+    return (
+        f"SELECT time, series_id, value FROM readings {where}"
+        "ORDER BY time, series_id LIMIT %(limit)s"
+    )
+
+
 @router.get(
     "/labs/{lab}/readings",
     response_model=ReadingPage,
@@ -65,17 +83,9 @@ async def readings(
             "end": end_dt,
             "limit": limit + 1,
         }
-        where_after = ""
         if after is not None:
-            where_after = "AND (time, series_id) > (%(after_time)s, %(after_id)s) "
             params.update(after_time=after[0], after_id=after[1])
-        cur = await conn.execute(
-            "SELECT time, series_id, value FROM readings "
-            "WHERE series_id = ANY(%(ids)s) AND time >= %(start)s AND time < %(end)s "
-            + where_after
-            + "ORDER BY time, series_id LIMIT %(limit)s",
-            params,
-        )
+        cur = await conn.execute(page_query(after is not None), params)
         rows = await cur.fetchall()
     next_cursor = None
     if len(rows) > limit:

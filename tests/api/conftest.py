@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from api import keys
 from api.app import create_app
 from api.settings import Settings
+from ingest import rollups
 
 Reading = tuple[datetime, float]
 
@@ -51,7 +52,8 @@ def auth(make_key: Callable[..., str], lab: str) -> dict[str, str]:
 def add_series(db: psycopg.Connection) -> Callable[..., int]:
     """add_series(lab, device, sensor, readings, unit=None) -> series id.
 
-    Fills the series registry the way the ingest writer keeps it (first/last time, count).
+    Fills the series registry the way the ingest writer keeps it (first/last time, count),
+    and the lab's rollups (rebuilt from its readings, as ``livelab-rollups rebuild`` does).
     """
 
     def add(
@@ -79,6 +81,7 @@ def add_series(db: psycopg.Connection) -> Callable[..., int]:
             with cur.copy("COPY readings (series_id, time, value) FROM STDIN") as copy:
                 for t, v in rows:
                     copy.write_row((series_id, t, v))
+        rollups.rebuild(db, lab)
         return series_id
 
     return add

@@ -96,7 +96,18 @@ def test_nasty_values_never_500(
     client: TestClient, lab: str, auth: dict[str, str], add_series: Callable[..., int]
 ) -> None:
     add_series(lab, "d", "s", [(datetime(2026, 1, 1, tzinfo=UTC), 1.0)])
-    names = ["start", "end", "bucket", "tz", "stats", "device", "sensor", "format", "fill"]
+    names = [
+        "start",
+        "end",
+        "bucket",
+        "tz",
+        "stats",
+        "device",
+        "sensor",
+        "format",
+        "fill",
+        "layout",
+    ]
     for name in names:
         for value in NASTY:
             resp = client.get(
@@ -161,3 +172,30 @@ def test_filter_outside_the_name_rule_is_a_400(
     resp = client.get(f"/v1/labs/{lab}/{route}", params=params, headers=auth)
     assert resp.status_code == 400, resp.text
     assert resp.json()["detail"].startswith(f"{name} filter: {name} name {value!r} is not valid")
+
+
+@pytest.mark.parametrize("bucket", ["1m", "15m", "1h", "1d", "1w", "1mo"])
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("9999-12-30T00:00:00Z", "9999-12-31T23:59:59Z"),
+        ("9999-12-31T10:00:00Z", "9999-12-31T22:00:00Z"),
+        ("9999-12-31T23:00:00-00:30", "9999-12-31T23:59:59Z"),
+        ("0001-01-01T00:00:00Z", "0001-01-02T00:00:00Z"),
+        ("0001-01-03T00:00:00Z", "0001-01-03T00:07:00Z"),
+    ],
+)
+def test_ranges_at_the_ends_of_time_never_500(
+    client: TestClient,
+    lab: str,
+    auth: dict[str, str],
+    add_series: Callable[..., int],
+    bucket: str,
+    start: str,
+    end: str,
+) -> None:
+    add_series(lab, "d", "s", [(datetime(2026, 1, 1, tzinfo=UTC), 1.0)])
+    for tz in ("UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago"):
+        params = {"start": start, "end": end, "bucket": bucket, "tz": tz, "fill": "null"}
+        resp = client.get(f"/v1/labs/{lab}/aggregates", params=params, headers=auth)
+        assert resp.status_code in (200, 400), (params, resp.status_code, resp.text)

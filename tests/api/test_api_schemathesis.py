@@ -30,6 +30,7 @@ from schemathesis.python import asgi
 from api import keys
 from api.app import create_app
 from api.settings import Settings
+from ingest import rollups
 
 CHECKS = [
     schemathesis.checks.not_a_server_error,
@@ -65,6 +66,7 @@ def st_lab(database_url: str) -> str:
             with conn.cursor().copy("COPY readings (series_id, time, value) FROM STDIN") as copy:
                 for i, t in enumerate(times):
                     copy.write_row((row[0], t, 10 + (i % 17) * 0.5))
+        rollups.rebuild(conn, lab)
         for i in range(3):
             payload = f'{{"no2": "high-{i}"}}'.encode()
             conn.execute(

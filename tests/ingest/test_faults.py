@@ -15,9 +15,17 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from schemas.rollups import TIERS
 from tests.helpers import Publisher, count_readings, form2_messages, rejections, wait_for
 
-WRITER_TABLES = ("readings", "series", "rejections", "ingest_receipts", "ingest_clients")
+WRITER_TABLES = (
+    "readings",
+    "series",
+    "rejections",
+    "ingest_receipts",
+    "ingest_clients",
+    *(tier.table for tier in TIERS),
+)
 
 
 @pytest.fixture

@@ -31,7 +31,9 @@ def empty_database() -> Iterator[str]:
 
 def test_migrations_are_numbered_and_ordered() -> None:
     versions = [m.version for m in load_migrations()]
-    assert versions == sorted(versions) == list(range(1, len(versions) + 1))
+    # Gaps are allowed (branches number their migrations apart); order and uniqueness are not.
+    assert versions == sorted(set(versions))
+    assert versions[0] == 1
 
 
 def test_processes_starting_together_apply_each_migration_once(empty_database: str) -> None:
