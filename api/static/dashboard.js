@@ -265,7 +265,7 @@
     const rows = state.rejections.map((r) => {
       const tr = document.createElement("tr");
       for (const c of [wallTime(new Date(r.received_at), state.zone), r.device ?? "", r.topic,
-                       r.reason, String(r.rejected_count)]) {
+                       r.reason, String(r.count ?? 1), String(r.rejected_count)]) {
         const td = document.createElement("td");
         td.textContent = c;
         tr.append(td);
@@ -445,9 +445,10 @@
     $("rejections-csv").addEventListener("click", (ev) => {
       ev.preventDefault();
       localCsv(`${state.lab}-rejections.csv`,
-        ["received_at", "device", "topic", "reason", "rejected_count", "payload_size"],
-        state.rejections.map((r) => [r.received_at, r.device, r.topic, r.reason,
-                                     r.rejected_count, r.payload_size]));
+        ["received_at", "last_received_at", "device", "topic", "reason", "count",
+         "rejected_count", "payload_size"],
+        state.rejections.map((r) => [r.received_at, r.last_received_at, r.device, r.topic,
+                                     r.reason, r.count, r.rejected_count, r.payload_size]));
     });
   }
 

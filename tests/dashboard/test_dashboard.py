@@ -221,7 +221,9 @@ def test_csv_links_download_what_is_shown(page: Page, api_url: str, seeded: str,
     with page.expect_download() as info:
         page.locator("#rejections-csv").click()
     lines = Path(info.value.path()).read_text().splitlines()
-    assert lines[0] == "received_at,device,topic,reason,rejected_count,payload_size"
+    assert lines[0] == (
+        "received_at,last_received_at,device,topic,reason,count,rejected_count,payload_size"
+    )
     assert len(lines) == 2 and "malformed JSON" in lines[1]
     with page.expect_download() as info:
         page.locator("#series-csv").click()
