@@ -225,6 +225,7 @@ def livelab_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
         broker.close()
 
 
+MAKE_DEV_CERTS = LIVELAB_MOSQUITTO_CONF.parent / "make-dev-certs"
 DYNSEC_PLUGIN = next(iter(sorted(Path("/usr/lib").glob("**/mosquitto_dynamic_security.so"))), None)
 
 
@@ -235,11 +236,21 @@ class SecureBroker(PrivateBroker):
 
     admin = ("admin", "admin-password")
 
-    def __init__(self, root: Path, options: str = "") -> None:
+    def __init__(self, root: Path, options: str = "", tls: bool = False) -> None:
         if DYNSEC_PLUGIN is None or shutil.which("mosquitto_ctrl") is None:
             pytest.fail("mosquitto's dynamic security plugin or mosquitto_ctrl is missing; "
                         "run scripts/setup", pytrace=False)  # fmt: skip
         config = root / "dynsec.json"
+        self.tls_port: int | None = None
+        self.ca: Path | None = None
+        if tls:  # a TLS listener with certificates from setup's script
+            certs = root / "tls"
+            subprocess.run([str(MAKE_DEV_CERTS), str(certs)], check=True, capture_output=True)
+            self.tls_port, self.ca = free_port(), certs / "ca.crt"
+            options += (
+                f"\nlistener {self.tls_port} 127.0.0.1\ncafile {self.ca}\n"
+                f"certfile {certs}/server.crt\nkeyfile {certs}/server.key\n"
+            )
         subprocess.run(
             ["mosquitto_ctrl", "dynsec", "init", str(config), *self.admin],
             check=True, capture_output=True,
@@ -269,6 +280,17 @@ class SecureBroker(PrivateBroker):
 @pytest.fixture
 def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
     broker = SecureBroker(tmp_path)
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[SecureBroker]:
+    """A `secure_broker` with a TLS listener too (`tls_port`, CA file `ca`)."""
+    broker = SecureBroker(tmp_path, tls=True)
     try:
         broker.start()
         yield broker
