@@ -13,13 +13,15 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api import errors, openapi
+from api.deps import heavy_slot
 from api.keys import KeyCache
+from api.limits import ConcurrencyCap, RateLimiter
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import aggregates, dashboard, health, labs, latest, readings, rejections, sensors
 from api.settings import Settings
@@ -114,16 +116,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.pool = None
+    app.state.rate_limiter = (
+        RateLimiter(settings.api_rate_limit, settings.api_rate_burst)
+        if settings.api_rate_limit > 0
+        else None
+    )
+    app.state.concurrency_cap = (
+        ConcurrencyCap(settings.api_key_max_concurrent) if settings.api_key_max_concurrent else None
+    )
+    heavy_max = max(1, settings.api_pool_max_size - settings.api_pool_reserved)
+    app.state.heavy_gate = asyncio.Semaphore(heavy_max)
     app.state.metrics = Metrics()
     app.state.metrics.watch_pool(lambda: app.state.pool)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(labs.router)
-    app.include_router(aggregates.router)
+    heavy = [Depends(heavy_slot)]  # per-key and overall caps on the long requests
+    app.include_router(aggregates.router, dependencies=heavy)
     app.include_router(sensors.router)
     app.include_router(latest.router)
-    app.include_router(readings.router)
+    app.include_router(readings.router, dependencies=heavy)
     app.include_router(rejections.router)
     dashboard.install(app)  # the page at /, its files, plotly.js
     openapi.install(app)

@@ -30,6 +30,15 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+_KEY_LENGTH = len(KEY_PREFIX) + 43  # token_urlsafe(32): 43 characters of A-Z a-z 0-9 - _
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def is_well_formed(key: str) -> bool:
+    """Could `key` be one `generate_key` made? (Anything else is refused without a lookup.)"""
+    return len(key) == _KEY_LENGTH and key.startswith(KEY_PREFIX) and _KEY_CHARS.issuperset(key[4:])
+
+
 def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
@@ -123,19 +132,22 @@ def _info(row: tuple) -> KeyInfo:  # type: ignore[type-arg]
 
 
 class KeyCache:
-    """Looks keys up by hash, remembering answers (also "no such key") for `ttl` seconds."""
+    """Looks keys up by hash, remembering answers (also "no such key") for `ttl` seconds.
+    Valid keys and misses are kept apart, each bounded to `max_entries`: a flood of random keys
+    evicts only the oldest misses, never a valid key."""
 
     def __init__(self, pool: AsyncConnectionPool, *, ttl: float = 30.0, max_entries: int = 10_000):
         self._pool = pool
         self._ttl = ttl
         self._max_entries = max_entries
-        self._entries: dict[bytes, tuple[float, KeyInfo | None]] = {}
+        self._entries: dict[bytes, tuple[float, KeyInfo | None]] = {}  # valid keys
+        self._misses: dict[bytes, tuple[float, KeyInfo | None]] = {}  # in insertion order
 
     async def lookup(self, key: str) -> KeyInfo | None:
         """The active key's row, or None when the key is unknown or revoked."""
         digest = hash_key(key)
         now = time.monotonic()
-        hit = self._entries.get(digest)
+        hit = self._entries.get(digest) or self._misses.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
         async with self._pool.connection() as conn:
@@ -149,8 +161,11 @@ class KeyCache:
         if info is not None and info.revoked_at is not None:
             info = None
         if self._ttl > 0:
-            if len(self._entries) >= self._max_entries:
-                # Random guesses must not grow the cache without bound.
-                self._entries.clear()
-            self._entries[digest] = (now + self._ttl, info)
+            entries = self._entries if info is not None else self._misses
+            entries.pop(digest, None)
+            if info is None:
+                self._entries.pop(digest, None)  # revoked since
+            while len(entries) >= self._max_entries:
+                del entries[next(iter(entries))]  # the oldest
+            entries[digest] = (now + self._ttl, info)
         return info

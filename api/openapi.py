@@ -36,6 +36,17 @@ V1_RESPONSES: dict[int | str, dict[str, Any]] = {
             }
         },
     },
+    429: {
+        "model": ErrorDetail,
+        "description": "The API key is over its request rate, or (aggregates, readings) has "
+        "its most concurrent requests running.",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before the next request.",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
     503: {
         "model": ErrorDetail,
         "description": "The database is not reachable or the query took too long; try again "

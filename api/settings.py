@@ -34,3 +34,15 @@ class Settings(BaseSettings):
     # How long a looked-up API key is trusted before it is read again (so a revocation takes
     # effect within this many seconds). 0 disables the cache.
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
+    # Requests per second one API key may make on average (a token bucket, per API process),
+    # and how many at once above that; over it, 429 with Retry-After. 0 turns it off.
+    api_rate_limit: float = Field(default=20.0, ge=0)
+    api_rate_burst: int = Field(default=100, ge=1)
+    # Aggregate and readings requests one key may have running at once (429 beyond); keep it
+    # below api_pool_max_size so one partner cannot take every connection. 0 turns it off.
+    api_key_max_concurrent: int = Field(default=4, ge=0)
+    # Pooled connections that aggregate and readings requests (of all keys together) may not
+    # take: they stay free for /ready, key lookups and the light routes, so a flood of heavy
+    # requests cannot starve them. Heavy requests beyond the rest wait (api_pool_timeout),
+    # then get 503.
+    api_pool_reserved: int = Field(default=2, ge=0)

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     mqtt_port: int = Field(1883, ge=1, le=65535)
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    mqtt_tls_ca: str | None = Field(
+        None, description="CA file to verify the broker with; set, the worker connects over TLS"
+    )
     mqtt_keepalive: int = Field(30, ge=5, description="seconds")
 
     ingest_client_id: str = Field(

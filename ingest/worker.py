@@ -306,6 +306,7 @@ class Worker:
             keepalive=s.mqtt_keepalive,
             connect_properties=props,
             credentials=credentials,
+            tls=(lambda c: c.tls_set(ca_certs=s.mqtt_tls_ca)) if s.mqtt_tls_ca else None,
         )
         link.client.on_connect = self._on_connect
         link.client.on_disconnect = self._on_disconnect

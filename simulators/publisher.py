@@ -13,6 +13,10 @@ Flow control: at most `max_inflight` outstanding; paho's own window is off, as p
 on every PUBACK. A lost connection is retried with tenacity's exponential backoff (1, 2, 4 ...
 30 s), one warning per outage; paho re-sends unacknowledged QoS 1 messages on reconnect, and
 QoS 0 messages not yet written are lost (counted as `dropped`).
+
+The broker credential and TLS come from ``LIVELAB_MQTT_USERNAME``, ``LIVELAB_MQTT_PASSWORD``
+and ``LIVELAB_MQTT_TLS_CA`` (verify the broker with this CA file; set, TLS is on), so every run
+mode and each load-generator process connects the same way.
 """
 
 from __future__ import annotations
@@ -114,6 +118,10 @@ class Publisher:
         client.max_inflight_messages_set(0)  # our window bounds it; see the module doc
         client.max_queued_messages_set(0)
         client.connect_timeout = connect_timeout
+        if username := os.environ.get("LIVELAB_MQTT_USERNAME"):
+            client.username_pw_set(username, os.environ.get("LIVELAB_MQTT_PASSWORD"))
+        if tls_ca := os.environ.get("LIVELAB_MQTT_TLS_CA"):
+            client.tls_set(ca_certs=tls_ca)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

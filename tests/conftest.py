@@ -3,7 +3,11 @@
 - The database: a fresh database per test session, created from the server given by
   ``LIVELAB_TEST_DATABASE_URL`` (default: the local server scripts/setup provisions), migrated,
   and dropped at the end. Tests never share rows: each one takes its own `lab` name.
-- The broker: ``LIVELAB_TEST_MQTT_HOST`` / ``LIVELAB_TEST_MQTT_PORT`` (default 127.0.0.1:1883).
+- The broker: ``LIVELAB_TEST_MQTT_HOST`` / ``LIVELAB_TEST_MQTT_PORT`` (default 127.0.0.1:1883),
+  with the test suite's credential from the file scripts/setup writes (``LIVELAB_MQTT_ENV_FILE``,
+  default /etc/livelab/mqtt.env: ``LIVELAB_MQTT_TESTS_USERNAME`` / ``_PASSWORD``), put in
+  ``LIVELAB_MQTT_USERNAME`` / ``_PASSWORD`` for the workers, simulators and clients the tests
+  start. Without that file the broker is used anonymously (a broker setup has not secured yet).
 
 A missing service is an error, not a skip: CI must not pass without them.
 """
@@ -24,6 +28,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from devices import credentials as device_credentials
+from devices.__main__ import env_file, read_env_file
+from devices.dynsec import Dynsec
 from ingest.worker import Worker
 from schemas.migrate import migrate
 from tests.helpers import (
@@ -40,6 +47,10 @@ ADMIN_URL = os.environ.get(
 )
 MQTT_HOST = os.environ.get("LIVELAB_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("LIVELAB_TEST_MQTT_PORT", "1883"))
+_SETUP = read_env_file(env_file())
+if "LIVELAB_MQTT_USERNAME" not in os.environ and "LIVELAB_MQTT_TESTS_USERNAME" in _SETUP:
+    os.environ["LIVELAB_MQTT_USERNAME"] = _SETUP["LIVELAB_MQTT_TESTS_USERNAME"]
+    os.environ["LIVELAB_MQTT_PASSWORD"] = _SETUP.get("LIVELAB_MQTT_TESTS_PASSWORD", "")
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +150,7 @@ class PrivateBroker:
     `kill()` SIGKILLs it, as a crash would: only what it had saved survives `start()`.
     """
 
-    def __init__(self, root: Path, options: str = "") -> None:
+    def __init__(self, root: Path, options: str = "", anonymous: bool = True) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             pytest.fail("mosquitto is not installed; run scripts/setup", pytrace=False)
@@ -152,7 +163,8 @@ class PrivateBroker:
         # persistence file in pytest's private tmp dir: keep it the current user.
         user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence true\n"
+            f"listener {self.port} {self.host}\nallow_anonymous {str(anonymous).lower()}\n"
+            "persistence true\n"
             f"persistence_location {root}/\n{user}{options}\n"
         )
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -206,6 +218,79 @@ def livelab_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     """A private Mosquitto with deploy/mosquitto/livelab.conf's options, the ones scripts/setup
     installs and compose mounts; it can be restarted and killed."""
     broker = PrivateBroker(tmp_path, LIVELAB_MOSQUITTO_CONF.read_text())
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
+
+
+MAKE_DEV_CERTS = LIVELAB_MOSQUITTO_CONF.parent / "make-dev-certs"
+DYNSEC_PLUGIN = next(iter(sorted(Path("/usr/lib").glob("**/mosquitto_dynamic_security.so"))), None)
+
+
+class SecureBroker(PrivateBroker):
+    """A private Mosquitto secured as scripts/setup secures the system one: the dynamic security
+    plugin, anonymous access off, livelab.conf's options, and the services' credentials
+    (`services`: service -> (username, password)) made with `livelab-devices`' code."""
+
+    admin = ("admin", "admin-password")
+
+    def __init__(self, root: Path, options: str = "", tls: bool = False) -> None:
+        if DYNSEC_PLUGIN is None or shutil.which("mosquitto_ctrl") is None:
+            pytest.fail("mosquitto's dynamic security plugin or mosquitto_ctrl is missing; "
+                        "run scripts/setup", pytrace=False)  # fmt: skip
+        config = root / "dynsec.json"
+        self.tls_port: int | None = None
+        self.ca: Path | None = None
+        if tls:  # a TLS listener with certificates from setup's script
+            certs = root / "tls"
+            subprocess.run([str(MAKE_DEV_CERTS), str(certs)], check=True, capture_output=True)
+            self.tls_port, self.ca = free_port(), certs / "ca.crt"
+            options += (
+                f"\nlistener {self.tls_port} 127.0.0.1\ncafile {self.ca}\n"
+                f"certfile {certs}/server.crt\nkeyfile {certs}/server.key\n"
+            )
+        subprocess.run(
+            ["mosquitto_ctrl", "dynsec", "init", str(config), *self.admin],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        super().__init__(
+            root,
+            f"plugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {config}\n"
+            f"{LIVELAB_MOSQUITTO_CONF.read_text()}\n{options}",
+            anonymous=False,
+        )
+        self.services: dict[str, tuple[str, str]] = {}
+
+    def dynsec(self, **tls: Any) -> Dynsec:
+        return Dynsec(host=self.host, port=self.port, username=self.admin[0],
+                      password=self.admin[1], **tls)  # fmt: skip
+
+    def start(self) -> None:
+        super().start()
+        if not self.services:
+            with self.dynsec() as ds:
+                for service in device_credentials.SERVICES:
+                    password = device_credentials.new_password()
+                    username = device_credentials.ensure_service(ds, service, password)
+                    self.services[service] = (username, password)
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
+    broker = SecureBroker(tmp_path)
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[SecureBroker]:
+    """A `secure_broker` with a TLS listener too (`tls_port`, CA file `ca`)."""
+    broker = SecureBroker(tmp_path, tls=True)
     try:
         broker.start()
         yield broker

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -40,9 +41,24 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def credentials() -> tuple[str, str | None] | None:
+    """(username, password) of the test suite's broker credential, or None (anonymous)."""
+    username = os.environ.get("LIVELAB_MQTT_USERNAME")
+    return (username, os.environ.get("LIVELAB_MQTT_PASSWORD")) if username else None
+
+
+def login(client: mqtt.Client) -> mqtt.Client:
+    """Give `client` the test suite's broker credential, when there is one (conftest puts it in
+    LIVELAB_MQTT_USERNAME / _PASSWORD); an anonymous broker accepts it too."""
+    if (cred := credentials()) is not None:
+        client.username_pw_set(*cred)
+    return client
+
+
 def forget_session(host: str, port: int, client_id: str) -> None:
     """Remove a persistent session from the broker so tests leave nothing queued behind."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    login(client)
     client.connect(host, port, clean_start=True)
     client.loop_start()
     time.sleep(0.1)
@@ -72,6 +88,7 @@ class Publisher:
     def __init__(self, host: str, port: int, protocol: int = mqtt.MQTTv311) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
         self.client.max_inflight_messages_set(1000)
+        login(self.client)
         self.client.connect(host, port)
         self.client.loop_start()
 

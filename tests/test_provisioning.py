@@ -24,9 +24,14 @@ SCRIPT_IDS = [str(p.relative_to(ROOT)) for p in SCRIPTS]
 # Each service of the demo stack and what it must wait for before it starts.
 SERVICES: dict[str, dict[str, str]] = {
     "timescaledb": {},
-    "mosquitto": {},
+    "mqtt-init": {},
+    "mosquitto": {"mqtt-init": "service_completed_successfully"},
+    "mqtt-credentials": {"mosquitto": "service_healthy"},
     "migrate": {"timescaledb": "service_healthy"},
-    "ingest": {"migrate": "service_completed_successfully", "mosquitto": "service_healthy"},
+    "ingest": {
+        "migrate": "service_completed_successfully",
+        "mqtt-credentials": "service_completed_successfully",
+    },
     "api": {"migrate": "service_completed_successfully"},
     "simulator": {"ingest": "service_healthy"},
 }
@@ -176,6 +181,16 @@ def conf_options(path: Path) -> dict[str, str]:
             key, _, value = line.partition(" ")
             options[key] = value.strip()
     return options
+
+
+def test_the_brokers_refuse_anonymous_clients() -> None:
+    """Setup's security.conf and compose's mosquitto.conf: credentials from the dynamic
+    security plugin, nobody without one."""
+    for name in ("security.conf", "mosquitto.conf"):
+        options = conf_options(ROOT / "deploy" / "mosquitto" / name)
+        assert options["allow_anonymous"] == "false", name
+        assert options["plugin"] in ("@DYNSEC_PLUGIN@", "/usr/lib/mosquitto_dynamic_security.so")
+        assert options["plugin_opt_config_file"], name
 
 
 def test_livelab_conf_keeps_queued_messages() -> None:

@@ -21,7 +21,9 @@ Reading = tuple[datetime, float]
 @pytest.fixture(scope="session")
 def api_settings(database_url: str) -> Settings:
     # No key cache: tests revoke keys and expect the next request to see it.
-    return Settings(database_url=database_url, api_key_cache_seconds=0, api_pool_max_size=4)
+    return Settings(
+        database_url=database_url, api_key_cache_seconds=0, api_pool_max_size=4, api_rate_limit=0
+    )
 
 
 @pytest.fixture(scope="session")

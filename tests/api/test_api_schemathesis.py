@@ -109,7 +109,9 @@ def st_key(database_url: str, st_lab: str) -> Iterator[str]:
     ):
         key, _ = keys.create_key(conn, "schemathesis", [st_lab])
     assert key == KEY
-    settings = Settings(database_url=database_url, api_key_cache_seconds=0, api_pool_max_size=4)
+    settings = Settings(
+        database_url=database_url, api_key_cache_seconds=0, api_pool_max_size=4, api_rate_limit=0
+    )
     APP.app = create_app(settings)
     try:
         yield key

@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.mqtt import READ_SIZE, Inbound, Link
-from tests.helpers import forget_session, wait_for
+from tests.helpers import credentials, forget_session, login, wait_for
 
 
 def test_paho_is_the_version_the_link_was_written_for():
@@ -61,6 +61,7 @@ def _link(handler: _Collect, client_id: str, topic: str, broker: tuple[str, int]
         port=broker[1],
         keepalive=10,
         connect_properties=props,
+        credentials=credentials(),
     )
 
     def on_connect(client, userdata, flags, reason, properties):
@@ -77,7 +78,7 @@ def test_publishes_with_properties_and_big_payloads_are_decoded(mqtt_broker):
     handler = _Collect()
     link = _link(handler, f"test-link-{secrets.token_hex(4)}", topic, mqtt_broker)
     link.start()
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub = login(mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5))
     pub.connect(*mqtt_broker)
     pub.loop_start()
     try:
@@ -109,7 +110,7 @@ def test_acked_messages_stay_acked_and_the_rest_come_again_with_dup(mqtt_broker)
     first = _Collect()
     link = _link(first, client_id, topic, mqtt_broker)
     link.start()
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub = login(mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5))
     pub.connect(*mqtt_broker)
     pub.loop_start()
     try:

@@ -16,6 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from schemas.times import from_epoch_ms, parse_rfc3339
+from tests.helpers import login
 
 Row = tuple[str, str, str, datetime | None, float]  # (lab, device, sensor, time, value)
 
@@ -57,6 +58,7 @@ class Collector:
         self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: subscribed.set()
+        login(self.client)
         self.client.connect(host, port)
         self.client.subscribe(f"livelab/{lab}/#", qos=1)
         self.client.loop_start()

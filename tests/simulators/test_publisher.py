@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.errors import BrokerUnreachable
 from simulators.publisher import Publisher
-from tests.helpers import DroppingProxy, free_port, wait_for
+from tests.helpers import DroppingProxy, free_port, login, wait_for
 
 
 class Subscriber:
@@ -36,6 +36,7 @@ class Subscriber:
             clean_session=client_id is None,
         )
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        login(self.client)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: subscribed.set()
         self.client.on_connect = lambda *args: self.client.subscribe(f"livelab/{lab}/#", qos=1)
