@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -30,6 +31,32 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mqtt-port", type=int, default=settings.mqtt_port)
 
 
+def mqtt_credential(role: str = "TESTS") -> tuple[str, str] | None:
+    """The broker credential scripts/setup wrote for `role` (TESTS, INGEST, SIM), read from
+    LIVELAB_MQTT_ENV_FILE (default /etc/livelab/mqtt.env); None on a broker without one."""
+    path = Path(os.environ.get("LIVELAB_MQTT_ENV_FILE", "/etc/livelab/mqtt.env"))
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    values = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    user = values.get(f"LIVELAB_MQTT_{role}_USERNAME")
+    password = values.get(f"LIVELAB_MQTT_{role}_PASSWORD")
+    return (user, password) if user and password else None
+
+
+def mqtt_login_args(role: str = "TESTS") -> list[str]:
+    """``-u USER -P PASSWORD`` for Mosquitto's C clients, or nothing (anonymous)."""
+    cred = mqtt_credential(role)
+    return ["-u", cred[0], "-P", cred[1]] if cred else []
+
+
+def mqtt_login_env(role: str) -> dict[str, str]:
+    """LIVELAB_MQTT_USERNAME / _PASSWORD for a livelab process, or nothing (anonymous)."""
+    cred = mqtt_credential(role)
+    return {"LIVELAB_MQTT_USERNAME": cred[0], "LIVELAB_MQTT_PASSWORD": cred[1]} if cred else {}
+
+
 def log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
@@ -38,8 +65,8 @@ def mosquitto_pub(host: str, port: int, topic: str, lines: list[bytes]) -> None:
     """Publish each line (ending in a newline) as one QoS 1 message, with mosquitto_pub -l."""
     for i in range(0, len(lines), MOSQUITTO_PUB_RUN):
         subprocess.run(
-            ["mosquitto_pub", "-h", host, "-p", str(port), "-q", "1", "-M", "1000", "-t", topic,
-             "-l"],
+            ["mosquitto_pub", "-h", host, "-p", str(port), *mqtt_login_args(), "-q", "1", "-M",
+             "1000", "-t", topic, "-l"],
             input=b"".join(lines[i : i + MOSQUITTO_PUB_RUN]),
             check=True,
         )  # fmt: skip
@@ -50,7 +77,20 @@ class Subscriber:
 
     def __init__(self, host: str, port: int, topic: str, n: int) -> None:
         self.proc = subprocess.Popen(
-            ["mosquitto_sub", "-h", host, "-p", str(port), "-q", "1", "-t", topic, "-C", str(n)],
+            [
+                "mosquitto_sub",
+                "-h",
+                host,
+                "-p",
+                str(port),
+                *mqtt_login_args(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-C",
+                str(n),
+            ],
             stdout=subprocess.DEVNULL,
         )
         self.done_at = 0.0

@@ -39,7 +39,15 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bench.common import ROOT, Subscriber, add_broker_arguments, log, save_result
+from bench.common import (
+    ROOT,
+    Subscriber,
+    add_broker_arguments,
+    log,
+    mqtt_login_args,
+    mqtt_login_env,
+    save_result,
+)
 from schemas.migrate import migrate
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -73,6 +81,7 @@ def publishers(host: str, port: int, topics: list[str], inputs: list[bytes]) -> 
                 host,
                 "-p",
                 str(port),
+                *mqtt_login_args(),
                 "-q",
                 "1",
                 "-M",
@@ -136,6 +145,7 @@ class Ingest:
             LIVELAB_INGEST_HTTP_PORT=str(self.http),
             LIVELAB_INGEST_SHARE_GROUP=f"bench-{lab}",
             LIVELAB_LOG_LEVEL="WARNING",
+            **mqtt_login_env("INGEST"),
         )
         self.log = logdir / f"ingest-{lab}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -176,7 +186,8 @@ class Ingest:
         for cid in ids:  # leave no session behind on the broker
             subprocess.run(
                 ["mosquitto_sub", "-h", self.env["LIVELAB_MQTT_HOST"], "-p",
-                 self.env["LIVELAB_MQTT_PORT"], "-i", cid, "-t", "bench/none", "-E"],
+                 self.env["LIVELAB_MQTT_PORT"], *mqtt_login_args(), "-i", cid, "-t",
+                 "bench/none", "-E"],
                 check=False, capture_output=True, timeout=10,
             )  # fmt: skip
 
@@ -275,6 +286,7 @@ def latency_run(url: str, args: argparse.Namespace, rate: float, logdir: Path) -
                 args.mqtt_host,
                 "-p",
                 str(args.mqtt_port),
+                *mqtt_login_args(),
                 "-q",
                 "1",
                 "-t",

@@ -106,21 +106,29 @@ class _Inbox:
         with self._ready:
             return self._chunks[0][0].arrived if self._chunks else None
 
-    def take(self, limit: int, linger: float, wait: float = 0.2) -> list[Incoming]:
-        """Up to about `limit` messages; waits `wait` for the first, then `linger` for more."""
+    def take(self, limit: int, linger: float, max_bytes: int, wait: float = 0.2) -> list[Incoming]:
+        """Up to `limit` messages or about `max_bytes` of payload; waits `wait` for the first
+        message, then `linger` for more."""
         batch: list[Incoming] = []
+        size = 0
         deadline: float | None = None
         with self._ready:
             while True:
-                while self._chunks and len(batch) < limit:
+                while self._chunks and len(batch) < limit and size < max_bytes:
                     chunk = self._chunks.popleft()
                     room = limit - len(batch)
-                    if len(chunk) > room:  # split: the rest waits in front
-                        self._chunks.appendleft(chunk[room:])
-                        chunk = chunk[:room]
+                    taken = 0
+                    for msg in chunk[:room]:
+                        taken += 1
+                        size += len(msg.payload)
+                        if size >= max_bytes:
+                            break
+                    if taken < len(chunk):  # split: the rest waits in front
+                        self._chunks.appendleft(chunk[taken:])
+                        chunk = chunk[:taken]
                     batch.extend(chunk)
                     self._count -= len(chunk)
-                if len(batch) >= limit:
+                if len(batch) >= limit or size >= max_bytes:
                     return batch
                 now = time.monotonic()
                 if not batch:
@@ -465,7 +473,9 @@ class Worker:
 
     def _collect(self) -> list[Incoming]:
         s = self.settings
-        return self._inbox.take(s.ingest_batch_messages, s.ingest_batch_linger_ms / 1000)
+        return self._inbox.take(
+            s.ingest_batch_messages, s.ingest_batch_linger_ms / 1000, s.ingest_batch_bytes
+        )
 
     def _process(self, batch: list[Incoming]) -> None:
         m = self.metrics
