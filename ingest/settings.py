@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     )
     ingest_batch_messages: int = Field(2000, ge=1, description="messages per database batch")
     ingest_batch_bytes: int = Field(
-        2 * 1024 * 1024,
+        1024 * 1024,
         ge=1,
         description="payload bytes per database batch at most (bounds the worker's memory with "
         "large messages)",

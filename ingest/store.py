@@ -243,6 +243,8 @@ class Store:
                     "SELECT current_user, pg_is_in_recovery() OR "
                     f"current_setting('transaction_read_only')::bool, {checks}"
                 ).fetchone()
+        except psycopg.errors.UndefinedTable as exc:
+            return f"the database is not migrated ({_first_line(exc)}); run livelab-migrate"
         except psycopg.Error as exc:
             return f"database unreachable: {_first_line(exc)}"
         assert row is not None
