@@ -150,7 +150,15 @@ class Api:
 
     def __init__(self, url: str, workers: int, logfile: Path) -> None:
         self.port = free_port()
-        env = dict(os.environ, LIVELAB_DATABASE_URL=url, LIVELAB_API_MIGRATE="false")
+        # The per-key limits are off: this measures what the server can do, and all clients
+        # share one key (a partner's allowance is a policy, not a capacity).
+        env = dict(
+            os.environ,
+            LIVELAB_DATABASE_URL=url,
+            LIVELAB_API_MIGRATE="false",
+            LIVELAB_API_RATE_LIMIT="0",
+            LIVELAB_API_KEY_MAX_CONCURRENT="0",
+        )
         self._log = logfile.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
