@@ -61,15 +61,21 @@ def log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
+def mosquitto_pub_command(host: str, port: int, topic: str) -> list[str]:
+    """``mosquitto_pub -l``: each line of its input one QoS 1 message on `topic`."""
+    login = mqtt_login_args()
+    return ["mosquitto_pub", "-h", host, "-p", str(port), *login, "-q", "1", "-M", "1000", "-t",
+            topic, "-l"]  # fmt: skip
+
+
 def mosquitto_pub(host: str, port: int, topic: str, lines: list[bytes]) -> None:
     """Publish each line (ending in a newline) as one QoS 1 message, with mosquitto_pub -l."""
     for i in range(0, len(lines), MOSQUITTO_PUB_RUN):
         subprocess.run(
-            ["mosquitto_pub", "-h", host, "-p", str(port), *mqtt_login_args(), "-q", "1", "-M",
-             "1000", "-t", topic, "-l"],
+            mosquitto_pub_command(host, port, topic),
             input=b"".join(lines[i : i + MOSQUITTO_PUB_RUN]),
             check=True,
-        )  # fmt: skip
+        )
 
 
 class Subscriber:

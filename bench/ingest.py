@@ -44,6 +44,7 @@ from bench.common import (
     Subscriber,
     add_broker_arguments,
     log,
+    mosquitto_pub_command,
     mqtt_login_args,
     mqtt_login_env,
     save_result,
@@ -75,21 +76,7 @@ def publishers(host: str, port: int, topics: list[str], inputs: list[bytes]) -> 
     """Start one ``mosquitto_pub -l`` per topic at once; returns when all exited (monotonic)."""
     procs = [
         subprocess.Popen(
-            [
-                "mosquitto_pub",
-                "-h",
-                host,
-                "-p",
-                str(port),
-                *mqtt_login_args(),
-                "-q",
-                "1",
-                "-M",
-                "1000",
-                "-t",
-                topic,
-                "-l",
-            ],
+            mosquitto_pub_command(host, port, topic),
             stdin=subprocess.PIPE,
         )
         for topic in topics
@@ -280,19 +267,9 @@ def latency_run(url: str, args: argparse.Namespace, rate: float, logdir: Path) -
     ingest.start()
     procs = [
         subprocess.Popen(
-            [
-                "mosquitto_pub",
-                "-h",
-                args.mqtt_host,
-                "-p",
-                str(args.mqtt_port),
-                *mqtt_login_args(),
-                "-q",
-                "1",
-                "-t",
-                f"livelab/{lab}/dev-{i}/telemetry",
-                "-l",
-            ],
+            mosquitto_pub_command(
+                args.mqtt_host, args.mqtt_port, f"livelab/{lab}/dev-{i}/telemetry"
+            ),
             stdin=subprocess.PIPE,
         )
         for i in range(n)
