@@ -237,3 +237,26 @@ def test_the_command_line_bootstraps_services_creates_lists_and_revokes(
     env_file.write_text("LIVELAB_MQTT_ADMIN_PASSWORD=wrong\n")
     refused = _cli(secure_broker, env_file, "list")
     assert refused.returncode != 0 and "refused the admin login" in refused.stderr
+
+
+def test_a_worker_whose_subscription_is_refused_is_not_ready(secure_broker, database_url) -> None:
+    # Connected is not enough: a worker given a device's credential by mistake connects, but
+    # the broker refuses its subscription, and /ready must say so (issue 7: subscribed).
+    from ingest.worker import Worker
+
+    lab = _lab("r")
+    with secure_broker.dynsec() as ds:
+        cred, password = credentials.create(ds, lab, "aq-01")
+    worker = Worker(
+        worker_settings(
+            database_url, (secure_broker.host, secure_broker.port), lab,
+            mqtt_username=cred.username, mqtt_password=password,
+        )
+    )  # fmt: skip
+    worker.start()
+    try:
+        wait_for(lambda: worker.metrics.connects._value.get() >= 1, what="connected")
+        wait_for(lambda: "refused the subscription" in worker.ready()[1], what="the reason")
+        assert not worker.ready()[0]
+    finally:
+        worker.stop(grace=1)
