@@ -199,6 +199,8 @@ class Link:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._connected = False
+        self.acked = 0  # PUBACKs written
+        self.skipped = 0  # acks dropped: their connection had ended
 
     # -- called from other threads ----------------------------------------------------------
 
@@ -318,9 +320,6 @@ class Link:
             # with anything it has queued (PINGREQ), so the stream stays well formed.
             self.client._packet_queue(_PUBACK_COMMAND, packet, 0, 0)
             self.acked += len(mids)
-
-    skipped = 0  # acks dropped: their connection had ended
-    acked = 0
 
     def note_connected(self, connected: bool) -> None:
         """Called by the worker's on_connect/on_disconnect (in this thread)."""
