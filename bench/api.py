@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
 import math
 import os
 import secrets
@@ -39,6 +41,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -50,6 +53,7 @@ from bench.ingest import free_port
 from ingest.rollups import MAINTAIN
 from ingest.store import Store
 from schemas.migrate import migrate
+from schemas.times import parse_rfc3339
 
 LAB = "bench-year"
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -111,7 +115,9 @@ def _timed(fn: Callable[[], Any], runs: int) -> tuple[dict[str, float], Any]:
     return _stats(samples), out
 
 
-def _raw_sql(url: str, bucket: str, tz: str, start: datetime, end: datetime, one: bool) -> int:
+def _raw_sql(
+    url: str, bucket: str, tz: str, start: datetime, end: datetime, one: bool
+) -> list[tuple]:
     spec = BUCKETS[bucket]
     zone = ZoneInfo(tz)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -133,7 +139,32 @@ def _raw_sql(url: str, bucket: str, tz: str, start: datetime, end: datetime, one
                 "origin": local_midnight(start, zone),
             },
         ).fetchall()
-    return len(rows)
+    return rows
+
+
+def _mismatches(body: bytes, csv_format: bool, raw: list[tuple]) -> int:
+    """Rows where the API's answer differs from the raw SQL's (device, sensor, bucket, avg,
+    min, max, count): min, max and count exactly, avg to 1e-9 relative; missing rows count."""
+    if csv_format:
+        rows = list(csv.DictReader(io.StringIO(body.decode())))
+    else:
+        rows = orjson.loads(body)["data"]
+    want = {(d, s, b.timestamp()): (avg, lo, hi, n) for d, s, b, avg, lo, hi, n in raw}
+    bad = abs(len(rows) - len(want))
+    for row in rows:
+        key = (row["device"], row["sensor"], parse_rfc3339(row["bucket"]).timestamp())
+        if key not in want:
+            bad += 1
+            continue
+        avg, lo, hi, n = want[key]
+        same = (
+            int(row["count"]) == n
+            and float(row["min"]) == lo
+            and float(row["max"]) == hi
+            and math.isclose(float(row["avg"]), avg, rel_tol=1e-9)
+        )
+        bad += 0 if same else 1
+    return bad
 
 
 REQUESTS = [
@@ -354,13 +385,13 @@ def main(argv: list[str] | None = None) -> int:
             for name, extra, one in REQUESTS:
                 query = {**span, **extra}
 
-                def call(q: dict[str, str] = query) -> int:
+                def call(q: dict[str, str] = query) -> bytes:
                     r = client.get(f"/v1/labs/{LAB}/aggregates", params=q)
                     r.raise_for_status()
-                    return len(r.content)
+                    return r.content
 
                 call()  # warm up
-                api_stats, size = _timed(call, args.runs)
+                api_stats, body = _timed(call, args.runs)
                 raw_stats, rows = _timed(
                     lambda e=extra, o=one: _raw_sql(
                         url, e["bucket"], e.get("tz", "UTC"), START, end, o
@@ -372,8 +403,12 @@ def main(argv: list[str] | None = None) -> int:
                     "api": api_stats,
                     "raw_sql": raw_stats,
                     "raw_over_api": round(ratio, 1),
-                    "bytes": size,
-                    "rows": rows,
+                    "bytes": len(body),
+                    "rows": len(rows),
+                    # The answer itself, against the raw readings' aggregate of the same run.
+                    "rows_differing_from_raw": _mismatches(
+                        body, extra.get("format") == "csv", rows
+                    ),
                 }
                 log(f"{name}: {result[name]}")
             day = {"start": "2025-06-01T00:00:00Z", "end": "2025-06-02T00:00:00Z",

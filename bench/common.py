@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devices.__main__ import env_file, read_env_file
 from simulators.options import SimSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,12 +34,7 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
 def mqtt_credential(role: str = "TESTS") -> tuple[str, str] | None:
     """The broker credential scripts/setup wrote for `role` (TESTS, INGEST, SIM), read from
     LIVELAB_MQTT_ENV_FILE (default /etc/livelab/mqtt.env); None on a broker without one."""
-    path = Path(os.environ.get("LIVELAB_MQTT_ENV_FILE", "/etc/livelab/mqtt.env"))
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return None
-    values = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    values = read_env_file(env_file())
     user = values.get(f"LIVELAB_MQTT_{role}_USERNAME")
     password = values.get(f"LIVELAB_MQTT_{role}_PASSWORD")
     return (user, password) if user and password else None

@@ -332,6 +332,22 @@ def latency_run(url: str, args: argparse.Namespace, rate: float, logdir: Path) -
     }
 
 
+def live_figures(url: str, args: argparse.Namespace, logdir: Path, name: str, per_message: int,
+                 messages: int, ceiling_name: str, ceiling: float) -> dict[str, float]:  # fmt: skip
+    """`live_run` with 1 and 2 workers, as result entries beside the ceiling's ratio."""
+    out: dict[str, float] = {}
+    for processes in (1, 2):
+        log(f"livelab, {processes} worker(s): {args.publishers} x {messages} messages of "
+            f"{per_message} reading(s)")  # fmt: skip
+        run = live_run(url, args, processes, per_message, messages, logdir)
+        key = f"{name}_{processes}w"
+        out[f"{key}_readings_per_s"] = round(run["readings_per_s"])
+        out[f"{key}_vs_{ceiling_name}"] = round(run["readings_per_s"] / ceiling, 3)
+        out[f"{key}_cpu_us_per_reading"] = round(run["cpu_us_per_reading"], 2)
+        out[f"{key}_peak_rss_mib"] = round(run["peak_rss_mib"], 1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.ingest",
@@ -376,25 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         single = [payload_lines(m, 1, offset=i * m) for i in range(n)]
         ceiling = broker_ceiling(args.mqtt_host, args.mqtt_port, single, n * m)
         result["broker_ceiling_msg_per_s"] = round(ceiling)
-        for processes in (1, 2):
-            log(f"livelab, {processes} worker(s): {n} x {m} single-reading messages")
-            run = live_run(url, args, processes, 1, m, logdir)
-            key = f"single_{processes}w"
-            result[f"{key}_readings_per_s"] = round(run["readings_per_s"])
-            result[f"{key}_vs_broker"] = round(run["readings_per_s"] / ceiling, 3)
-            result[f"{key}_cpu_us_per_reading"] = round(run["cpu_us_per_reading"], 1)
-            result[f"{key}_peak_rss_mib"] = round(run["peak_rss_mib"], 1)
+        result.update(live_figures(url, args, logdir, "single", 1, m, "broker", ceiling))
         log(f"COPY ceiling: {n * b * 100} rows")
         copy = copy_ceiling(url, n * b * 100)
         result["copy_ceiling_rows_per_s"] = round(copy)
-        for processes in (1, 2):
-            log(f"livelab, {processes} worker(s): {n} x {b} messages of 100 readings")
-            run = live_run(url, args, processes, 100, b, logdir)
-            key = f"batch100_{processes}w"
-            result[f"{key}_readings_per_s"] = round(run["readings_per_s"])
-            result[f"{key}_vs_copy"] = round(run["readings_per_s"] / copy, 3)
-            result[f"{key}_cpu_us_per_reading"] = round(run["cpu_us_per_reading"], 2)
-            result[f"{key}_peak_rss_mib"] = round(run["peak_rss_mib"], 1)
+        result.update(live_figures(url, args, logdir, "batch100", 100, b, "copy", copy))
         rate = int(result["single_1w_readings_per_s"]) / 2  # type: ignore[call-overload]
         log(f"latency at {rate:.0f} readings/s for {args.latency_seconds:g} s")
         lat = latency_run(url, args, rate, logdir)

@@ -289,13 +289,12 @@ class Link:
         client = self.client
         received = time.time()
         client.fill()
-        # Every complete packet in the buffer, then the messages go to the worker at once.
+        # Every complete packet in the buffer (a partial one stays in paho's state), then the
+        # messages go to the worker at once.
         while client.buffered() and client.socket() is not None:
             rc = client.loop_read()
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
-            if client._rpos == 0 and not client._rbuf:
-                break  # buffer drained (a partial packet stays in paho's state)
             if not self._handler.room() and client.inbound:
                 break
         if client.inbound:

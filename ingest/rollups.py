@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from schemas.migrate import DEFAULT_DATABASE_URL
+from schemas.migrate import add_database_url_argument
 from schemas.rollups import TIERS, Tier
 from schemas.times import parse_rfc3339
 
@@ -191,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Rebuild or verify the rollups (15-minute, hourly and daily partials) of a "
         "lab from its raw readings. Ranges are widened to whole UTC days.",
     )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("LIVELAB_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="PostgreSQL connection URL (env LIVELAB_DATABASE_URL; default %(default)s)",
-    )
+    add_database_url_argument(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("rebuild", "recompute the rollups from the readings (in one transaction)"),

@@ -13,9 +13,9 @@ Threads:
 - the writer thread gives redelivered messages their first receive time (`ingest.receipts`),
   stores a batch's readings and rejections in one transaction (`ingest.store`), and only then
   hands the batch's QoS 1 packet ids to the MQTT thread, which writes their PUBACKs in one
-  send. A worker that
-  dies before that gets the messages again from its persistent session, and the (series, time)
-  key (with receipts for form 1, `ingest.receipts`) makes the second store change nothing.
+  send. A worker that dies before that gets the messages again from its persistent session,
+  and the (series, time) key (with receipts for form 1, `ingest.receipts`) makes the second
+  store change nothing.
 
 Acks carry the generation of the connection a message came in on: after a reconnect the broker
 redelivers what was not acknowledged, with packet ids that belong to the new connection, so an
@@ -169,7 +169,7 @@ class Worker:
         self._next_trim = 0.0
         self._qos0_dropped = 0
         self._last_received_us = 0  # the last receive time handed out (µs since the epoch)
-        self.failed = threading.Event()  # set when the writer thread died
+        self.failed = threading.Event()  # set when the parser or the writer thread died
         self._writer: threading.Thread | None = None
         self._parser: threading.Thread | None = None
         # Parsed batches on their way to the writer: parsing the next batch overlaps with the
@@ -178,6 +178,16 @@ class Worker:
         self._parse_since: float | None = None  # arrival of the oldest message being parsed
         self._http: ThreadingHTTPServer | None = None
         self._link = self._make_link()
+        # Outages: every database error that is not about a message's content. Retried for
+        # ever with exponential backoff and jitter; nothing is acknowledged meanwhile, /ready
+        # says why. One Retrying for the writer thread (it resets itself on every call).
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(StorageUnavailable),
+            wait=wait_exponential_jitter(multiplier=0.2, max=30.0, jitter=0.2),
+            sleep=self._sleep,
+            before_sleep=self._outage_begins,
+            reraise=True,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -543,18 +553,8 @@ class Worker:
             )
             return Parsed(rejection=Rejection(*_lab_device(msg.topic), msg.topic, reason, 0))
 
-    # Outages: every database error that is not about a message's content. Retried for ever
-    # with exponential backoff and jitter; nothing is acknowledged meanwhile, /ready says why.
-
     def _retry(self, fn: Callable[[list[Incoming]], None], batch: list[Incoming]) -> None:
-        retrying = Retrying(
-            retry=retry_if_exception_type(StorageUnavailable),
-            wait=wait_exponential_jitter(multiplier=0.2, max=30.0, jitter=0.2),
-            sleep=self._sleep,
-            before_sleep=self._outage_begins,
-            reraise=True,
-        )
-        retrying(fn, batch)
+        self._retrying(fn, batch)
         if self._outage is not None:
             log.info("database is back; storing again (outage: %s)", self._outage)
             self._outage = None
@@ -691,16 +691,13 @@ class Worker:
     def _ack(self, batch: list[Incoming]) -> None:
         """Hand the batch's QoS 1 packet ids to the MQTT thread, per connection generation."""
         current = self._link.generation
-        by_generation: dict[int, list[int]] = {}
-        for msg in batch:
-            if msg.qos == 0:
-                continue
-            if msg.generation != current:
-                self.metrics.acks_skipped.inc()
-                continue
-            by_generation.setdefault(msg.generation, []).append(msg.mid)
-        for generation, mids in by_generation.items():
-            self._link.ack(generation, mids)
+        mids = [msg.mid for msg in batch if msg.qos and msg.generation == current]
+        skipped = sum(1 for msg in batch if msg.qos) - len(mids)
+        if skipped:
+            self.metrics.acks_skipped.inc(skipped)
+        if mids:
+            # The link checks the generation again when it writes them: it owns the connection.
+            self._link.ack(current, mids)
             self.metrics.acks.inc(len(mids))
 
 

@@ -118,17 +118,22 @@ def _explain(mig: Migration, exc: psycopg.Error) -> str:
     return f"migration {mig.version:04d}_{mig.name} failed: {text}{hint}"
 
 
+def add_database_url_argument(parser: argparse.ArgumentParser) -> None:
+    """``--database-url``, by default LIVELAB_DATABASE_URL (for the schema commands' CLIs)."""
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("LIVELAB_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="PostgreSQL connection URL (env LIVELAB_DATABASE_URL; default %(default)s)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="livelab-migrate",
         description="Create or upgrade the livelab schema (TimescaleDB) to the newest version. "
         "Safe to run at any time and from several processes at once.",
     )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("LIVELAB_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="PostgreSQL connection URL (env LIVELAB_DATABASE_URL; default %(default)s)",
-    )
+    add_database_url_argument(parser)
     parser.add_argument("--list", action="store_true", help="list the migrations and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(

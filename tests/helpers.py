@@ -306,3 +306,21 @@ class WorkerProcess:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def sigterm_a_waiting_worker(env: dict[str, str], wait: float = 2.0) -> tuple[int, bytes]:
+    """Start ``python -m ingest`` with `env`, check it is still running (waiting for a service)
+    after `wait` s, SIGTERM it; returns its exit code and output. Kills it if it hangs."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        time.sleep(wait)
+        assert proc.poll() is None, "the worker must keep waiting, not exit"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out

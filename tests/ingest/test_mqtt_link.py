@@ -10,9 +10,11 @@ from __future__ import annotations
 import inspect
 import secrets
 import time
+from collections.abc import Iterator
 from importlib.metadata import version
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -73,14 +75,22 @@ def _link(handler: _Collect, client_id: str, topic: str, broker: tuple[str, int]
     return link
 
 
-def test_publishes_with_properties_and_big_payloads_are_decoded(mqtt_broker):
+@pytest.fixture
+def pub(mqtt_broker) -> Iterator[mqtt.Client]:
+    """An MQTT 5 publisher with the tests' login."""
+    client = login(mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5))
+    client.connect(*mqtt_broker)
+    client.loop_start()
+    yield client
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_publishes_with_properties_and_big_payloads_are_decoded(mqtt_broker, pub):
     topic = f"livelab/t{secrets.token_hex(4)}/dev/telemetry"
     handler = _Collect()
     link = _link(handler, f"test-link-{secrets.token_hex(4)}", topic, mqtt_broker)
     link.start()
-    pub = login(mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5))
-    pub.connect(*mqtt_broker)
-    pub.loop_start()
     try:
         wait_for(lambda: link.generation > 0, what="connected")
         time.sleep(0.3)  # subscribed
@@ -98,21 +108,16 @@ def test_publishes_with_properties_and_big_payloads_are_decoded(mqtt_broker):
         assert all(m.mid > 0 for m in handler.got if m.qos)
         assert not any(m.dup for m in handler.got)
     finally:
-        pub.disconnect()
-        pub.loop_stop()
         link.stop()
         forget_session(*mqtt_broker, link.client._client_id.decode())
 
 
-def test_acked_messages_stay_acked_and_the_rest_come_again_with_dup(mqtt_broker):
+def test_acked_messages_stay_acked_and_the_rest_come_again_with_dup(mqtt_broker, pub):
     topic = f"livelab/t{secrets.token_hex(4)}/dev/telemetry"
     client_id = f"test-link-{secrets.token_hex(4)}"
     first = _Collect()
     link = _link(first, client_id, topic, mqtt_broker)
     link.start()
-    pub = login(mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5))
-    pub.connect(*mqtt_broker)
-    pub.loop_start()
     try:
         wait_for(lambda: link.generation > 0, what="connected")
         time.sleep(0.3)
@@ -132,7 +137,5 @@ def test_acked_messages_stay_acked_and_the_rest_come_again_with_dup(mqtt_broker)
         link.ack(link.generation - 2, [m.mid for m in again.got])  # an ended connection's
         wait_for(lambda: link.skipped == 4, what="acks of an ended connection dropped")
     finally:
-        pub.disconnect()
-        pub.loop_stop()
         link.stop()
         forget_session(*mqtt_broker, client_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -50,6 +51,12 @@ def test_two_processes_split_the_stream_and_store_each_reading_once(
         assert count_readings(db, lab) == 2000
         assert _acks(port) > 0 and _acks(port + 1) > 0, "both workers took part"
         assert _acks(port) + _acks(port + 1) == 2000
+        # A worker that dies is started again by the supervisor (README, Scaling out).
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[0]), signal.SIGKILL)
+        wait_for(lambda: "restarting it" in log.read_text(), what="the supervisor's restart")
+        wait_for(lambda: _acks(port) == 0 or _acks(port + 1) == 0, what="a new worker's HTTP")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()
     finally:

@@ -7,9 +7,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from tests.helpers import (
     forget_session,
     form2_messages,
     free_port,
+    sigterm_a_waiting_worker,
     wait_for,
     worker_settings,
 )
@@ -79,19 +77,8 @@ def test_broker_restart_loses_and_doubles_nothing(worker_env, private_broker, db
 def test_worker_waits_for_a_broker_that_is_not_up_yet(worker_env, db, lab, tmp_path):
     port = free_port()
     worker_env.update(LIVELAB_MQTT_HOST="127.0.0.1", LIVELAB_MQTT_PORT=str(port))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ingest"],
-        env=worker_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        time.sleep(2)
-        assert proc.poll() is None, "the worker must keep retrying, not exit"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0
+    code, out = sigterm_a_waiting_worker(worker_env)
+    assert code == 0
     assert b"connecting to MQTT broker" in out
 
 

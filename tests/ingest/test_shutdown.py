@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 from ingest.worker import Worker
-from tests.helpers import Publisher, count_readings, free_port, wait_for, worker_settings
+from tests.helpers import (
+    Publisher,
+    count_readings,
+    free_port,
+    sigterm_a_waiting_worker,
+    wait_for,
+    worker_settings,
+)
 
 
 def test_sigterm_while_waiting_for_the_database_at_start_up(worker_env):
@@ -20,22 +24,8 @@ def test_sigterm_while_waiting_for_the_database_at_start_up(worker_env):
         LIVELAB_DATABASE_URL=f"postgresql://livelab@127.0.0.1:{free_port()}/livelab",
         LIVELAB_MIGRATE="true",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ingest"],
-        env=worker_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        time.sleep(2)
-        assert proc.poll() is None, "the worker must keep waiting for the database"
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)  # it used to ignore SIGTERM in this state
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out
+    code, out = sigterm_a_waiting_worker(worker_env)  # it used to ignore SIGTERM in this state
+    assert code == 0, out
     assert b"waiting for the database" in out
     assert b"stopped before the worker had started" in out
 
