@@ -36,7 +36,8 @@ _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 
 def is_well_formed(key: str) -> bool:
     """Could `key` be one `generate_key` made? (Anything else is refused without a lookup.)"""
-    return len(key) == _KEY_LENGTH and key.startswith(KEY_PREFIX) and _KEY_CHARS.issuperset(key[4:])
+    body = key[len(KEY_PREFIX) :]
+    return len(key) == _KEY_LENGTH and key.startswith(KEY_PREFIX) and _KEY_CHARS.issuperset(body)
 
 
 def hash_key(key: str) -> bytes:

@@ -254,7 +254,8 @@ def copy_ceiling(url: str, rows: int) -> float:
             for row in data:
                 copy.write_row(row)
         elapsed = time.perf_counter() - started
-        conn.execute("DELETE FROM readings WHERE series_id >= 1000000")
+    # The rows stay (series ids no series has; the bench's database is dropped at the end):
+    # deleting a million readings fires the rollups' row trigger a million times.
     return rows / elapsed
 
 
