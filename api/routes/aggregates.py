@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from fastapi import APIRouter, Query
 from psycopg import AsyncConnection
+from pydantic import BaseModel
 
 from api import compose, streams
 from api.buckets import (
@@ -102,6 +103,58 @@ def _parse_tz(tz: str) -> ZoneInfo:
         ) from None
 
 
+class AggregateQuery(BaseModel):
+    """The query parameters of `GET /v1/labs/{lab}/aggregates` (FastAPI reads each field from
+    the query string; unknown parameters are ignored, as everywhere in the API)."""
+
+    start: StartParam
+    end: EndParam
+    bucket: Annotated[
+        str,
+        Query(
+            description=f"Bucket size: {_BUCKET_NAMES}.",
+            examples=["1h"],
+            # Documented, checked below (so that the 400 names the value and the choices).
+            json_schema_extra={"enum": list(BUCKETS)},
+        ),
+    ] = "1h"
+    tz: Annotated[
+        str,
+        Query(
+            description="IANA time zone name (e.g. UTC, Europe/Stockholm) for the buckets and "
+            "the offsets in the answer; an unknown name is a 400.",
+            examples=["Europe/Stockholm"],
+            json_schema_extra={"pattern": f"^{_TZ_RE.pattern}$"},
+        ),
+    ] = "UTC"
+    stats: Annotated[
+        list[str] | None,
+        Query(
+            description="Stats to compute, comma-separated and/or repeated, in the order "
+            "wanted: any of avg, min, max, sum, count. Default: avg,min,max,count.",
+            examples=[["avg,max"]],
+            json_schema_extra={"items": {"type": "string", "pattern": _STATS_PATTERN}},
+        ),
+    ] = None
+    device: DeviceFilter = None
+    sensor: SensorFilter = None
+    format: Annotated[
+        Literal["json", "csv"],
+        Query(description="`json` or `csv` (a header row, then one row per record)."),
+    ] = "json"
+    fill: Annotated[
+        Literal["null"] | None,
+        Query(description="`null`: include buckets without readings, with null stats."),
+    ] = None
+    layout: Annotated[
+        Literal["long", "wide"],
+        Query(
+            description="`long` (default): one row per series and bucket. `wide`: one row per "
+            "bucket, one column per series and stat, named `{device}/{sensor}/{stat}`."
+        ),
+    ] = "long"
+
+
 @router.get(
     "/labs/{lab}/aggregates",
     response_model=AggregatePage,
@@ -115,65 +168,18 @@ def _parse_tz(tz: str) -> ZoneInfo:
     },
 )
 async def aggregates(
-    lab: Lab,
-    conn: Conn,
-    settings: SettingsDep,
-    start: StartParam,
-    end: EndParam,
-    bucket: Annotated[
-        str,
-        Query(
-            description=f"Bucket size: {_BUCKET_NAMES}.",
-            examples=["1h"],
-            # Documented, checked below (so that the 400 names the value and the choices).
-            json_schema_extra={"enum": list(BUCKETS)},
-        ),
-    ] = "1h",
-    tz: Annotated[
-        str,
-        Query(
-            description="IANA time zone name (e.g. UTC, Europe/Stockholm) for the buckets and "
-            "the offsets in the answer; an unknown name is a 400.",
-            examples=["Europe/Stockholm"],
-            json_schema_extra={"pattern": f"^{_TZ_RE.pattern}$"},
-        ),
-    ] = "UTC",
-    stats: Annotated[
-        list[str] | None,
-        Query(
-            description="Stats to compute, comma-separated and/or repeated, in the order "
-            "wanted: any of avg, min, max, sum, count. Default: avg,min,max,count.",
-            examples=[["avg,max"]],
-            json_schema_extra={"items": {"type": "string", "pattern": _STATS_PATTERN}},
-        ),
-    ] = None,
-    device: DeviceFilter = None,
-    sensor: SensorFilter = None,
-    format: Annotated[
-        Literal["json", "csv"],
-        Query(description="`json` or `csv` (a header row, then one row per record)."),
-    ] = "json",
-    fill: Annotated[
-        Literal["null"] | None,
-        Query(description="`null`: include buckets without readings, with null stats."),
-    ] = None,
-    layout: Annotated[
-        Literal["long", "wide"],
-        Query(
-            description="`long` (default): one row per series and bucket. `wide`: one row per "
-            "bucket, one column per series and stat, named `{device}/{sensor}/{stat}`."
-        ),
-    ] = "long",
+    lab: Lab, conn: Conn, settings: SettingsDep, query: Annotated[AggregateQuery, Query()]
 ) -> streams.ClosingStreamingResponse:
     """Statistics per series and time bucket (avg, min, max, sum, count)."""
+    start, end, bucket = query.start, query.end, query.bucket
     start_dt, end_dt = parse_range(start, end)
     spec = BUCKETS.get(bucket)
     if spec is None:
         shown = bucket if len(bucket) <= 20 else bucket[:17] + "..."
         raise bad_request(f"bucket: {shown!r} is not one of {_BUCKET_NAMES}")
-    zone = _parse_tz(tz)
-    wanted = _parse_stats(stats)
-    devices, sensors = parse_filters(device, sensor)
+    zone = _parse_tz(query.tz)
+    wanted = _parse_stats(query.stats)
+    devices, sensors = parse_filters(query.device, query.sensor)
     n = count_buckets(start_dt, end_dt, spec)
     if n > settings.api_max_buckets:
         raise bad_request(
@@ -212,22 +218,22 @@ async def aggregates(
 
     names = {row[0]: (row[1], row[2]) for row in found}  # in answer order (dicts keep it)
     shaper = streams.Shaper(
-        layout=layout,
+        layout=query.layout,
         stats=wanted,
         names=names,
         starts=starts,
         keyed=spec.calendar,
-        fill=fill is not None,
+        fill=query.fill is not None,
         label=label,
     )
-    chunks, close = await _query(conn, spec, wanted, names, starts, origin, parts, layout)
+    chunks, close = await _query(conn, spec, wanted, names, starts, origin, parts, query.layout)
     headers = {}
     media_type = "application/json"
-    if format == "csv":
+    if query.format == "csv":
         media_type = "text/csv; charset=utf-8"
         headers["Content-Disposition"] = f'inline; filename="{lab}-aggregates.csv"'
     return streams.ClosingStreamingResponse(
-        streams.encode(chunks, shaper, format),
+        streams.encode(chunks, shaper, query.format),
         on_close=close,
         media_type=media_type,
         headers=headers,
