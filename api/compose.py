@@ -2,17 +2,19 @@
 no rollup fits.
 
 The requested range [start, end) is cut into the buckets of the request (`bucket_starts`), and
-each bucket's part of the range into pieces (`plan`): the coarsest tier whose whole UTC buckets
-fit inside it (daily partials for a month's interior days, hourly ones for the hours of a
-Stockholm day, 15-minute ones around a Kolkata midnight), then finer tiers towards its ends,
-and raw readings only for what no 15-minute bucket covers (a range end at 10:07, a 5-minute
-bucket). Adjacent pieces of one source merge, so a year of Stockholm days is one hourly range.
+each bucket's part of the range into pieces (`plan`): the coarsest tier whose whole buckets fit
+inside it (daily partials for the days of a month in the deployment's zone, hourly ones for the
+hours of a Stockholm day when the daily partials follow another zone, 15-minute ones around a
+Kolkata midnight), then finer tiers towards its ends, and raw readings only for what no
+15-minute bucket covers (a range end at 10:07, a 5-minute bucket). Adjacent pieces of one source
+merge, so a year of days is one range of daily (or hourly) partials.
 Every reading lies in exactly one piece, so the partials add up to the exact count, min, max
 and sum of the bucket; the query (`composed_query`) adds them per series and bucket.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -21,7 +23,7 @@ from zoneinfo import ZoneInfo
 from psycopg import sql
 
 from api.buckets import Bucket, Stat
-from schemas.rollups import TIERS, Tier
+from schemas.rollups import DAILY, TIERS, ZONE_YEARS, Tier
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -89,6 +91,43 @@ def _ceil(at: datetime, step: timedelta) -> datetime:
     return _EPOCH - (_EPOCH - at) // step * step
 
 
+@dataclass(frozen=True)
+class Grid:
+    """A tier as the planner sees it: where its partials start. The 15-minute and hourly ones
+    on multiples of their step in UTC; the daily one (`zone` set) on the local midnights of the
+    deployment's zone, and only from 1970 to 2100, where `ingest.rollups.check_zone` proved
+    them exact."""
+
+    tier: Tier
+    zone: ZoneInfo | None = None
+
+    def inner(self, lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
+        """The first and last boundary inside [lo, hi] (first >= last: none fits)."""
+        if self.zone is None:
+            return _ceil(lo, self.tier.step), _floor(hi, self.tier.step)
+        first_day, end_day = _checked_years(self.zone)
+        lo, hi = max(lo, first_day), min(hi, end_day)
+        if lo >= hi:
+            return hi, lo
+        first = lo.astimezone(self.zone).date()
+        a = _local_start(first, self.zone)
+        if a < lo:
+            a = _local_start(first + timedelta(days=1), self.zone)
+        return a, _local_start(hi.astimezone(self.zone).date(), self.zone)
+
+
+@functools.cache
+def _checked_years(zone: ZoneInfo) -> tuple[datetime, datetime]:
+    return tuple(_local_start(date(year, 1, 1), zone) for year in ZONE_YEARS)  # type: ignore[return-value]
+
+
+def grids(zone: ZoneInfo, daily_zone: str) -> tuple[Grid, ...]:
+    """The tiers usable for buckets in `zone`, finest first: the daily partials only when they
+    follow that zone (`daily_zone`, the deployment's ``rollup_settings.zone``)."""
+    out = tuple(Grid(t) for t in TIERS if not t.local)
+    return (*out, Grid(DAILY, zone)) if zone.key == daily_zone else out
+
+
 @dataclass
 class Plan:
     """Where each part of the range is read from: merged [lo, hi) ranges per source."""
@@ -106,24 +145,27 @@ class Plan:
             ranges.append((lo, hi))
 
 
-def _decompose(plan: Plan, lo: datetime, hi: datetime, tiers: tuple[Tier, ...]) -> None:
+def _decompose(plan: Plan, lo: datetime, hi: datetime, usable: tuple[Grid, ...]) -> None:
     # Coarsest tier first: its whole buckets inside [lo, hi), then the ends with finer tiers.
-    for i in range(len(tiers) - 1, -1, -1):
-        tier = tiers[i]
+    for i in range(len(usable) - 1, -1, -1):
         try:
-            a, b = _ceil(lo, tier.step), _floor(hi, tier.step)
+            a, b = usable[i].inner(lo, hi)
         except OverflowError:  # at the end of time (9999-12-31): this tier does not fit
             continue
         if a < b:
-            _decompose(plan, lo, a, tiers[:i])
-            plan.add(tier, a, b)
-            _decompose(plan, b, hi, tiers[:i])
+            _decompose(plan, lo, a, usable[:i])
+            plan.add(usable[i].tier, a, b)
+            _decompose(plan, b, hi, usable[:i])
             return
     plan.add(None, lo, hi)
 
 
 def plan(
-    starts: list[datetime], start: datetime, end: datetime, step: timedelta | None = None
+    starts: list[datetime],
+    start: datetime,
+    end: datetime,
+    step: timedelta | None,
+    usable: tuple[Grid, ...],
 ) -> Plan:
     """Cut each bucket's part of [start, end) into tier pieces and raw pieces.
 
@@ -132,20 +174,36 @@ def plan(
     tier's partials, in one range, without cutting bucket by bucket (8 760 hours of a year).
     """
     out = Plan()
+    daily = next((g for g in usable if g.zone is not None), None)
+    # Calendar buckets in the daily partials' zone start on its local midnights: the buckets
+    # between the first and the last are whole days, one range of daily partials (unless they
+    # reach outside the years where those are checked).
+    if (
+        step is None
+        and daily is not None
+        and len(starts) > 2
+        and daily.inner(starts[1], starts[-1]) == (starts[1], starts[-1])
+    ):
+        _decompose(out, start, starts[1], usable)
+        out.add(daily.tier, starts[1], starts[-1])
+        _decompose(out, starts[-1], end, usable)
+        return out
     if step is not None and len(starts) > 2:
         tiling = [
-            t
-            for t in TIERS
-            if step % t.step == timedelta(0) and _floor(starts[1], t.step) == starts[1]
+            g.tier
+            for g in usable
+            if g.zone is None
+            and step % g.tier.step == timedelta(0)
+            and _floor(starts[1], g.tier.step) == starts[1]
         ]
         if tiling:
-            _decompose(out, start, starts[1], TIERS)
+            _decompose(out, start, starts[1], usable)
             out.add(tiling[-1], starts[1], starts[-1])
-            _decompose(out, starts[-1], end, TIERS)
+            _decompose(out, starts[-1], end, usable)
             return out
     edges = [start, *starts[1:], end]
     for lo, hi in itertools.pairwise(edges):
-        _decompose(out, lo, hi, TIERS)
+        _decompose(out, lo, hi, usable)
     return out
 
 
@@ -160,16 +218,23 @@ def composed_query(bucket: Bucket, stats: list[Stat], parts: Plan, order: str) -
     order_by = "o.ord, p.k" if order == "series" else "p.k, o.ord"
     same = _one_partial_per_bucket(bucket, parts)
     if same is not None:
-        # Each bucket is one partial of one tier (1h buckets on whole UTC hours): no grouping.
+        # Each bucket is one partial of one tier (1h buckets on whole UTC hours, the days of
+        # the daily partials' zone): no grouping.
+        k = (
+            "width_bucket(r.bucket, %(starts)s::timestamptz[]) - 1"
+            if bucket.calendar
+            else "r.bucket"
+        )
         return sql.SQL(
             "SELECT p.series_id, p.k, {cols} FROM ("
-            "SELECT r.series_id, r.bucket AS k, r.n, r.total, r.lo, r.hi FROM {table} r "
+            "SELECT r.series_id, {k} AS k, r.n, r.total, r.lo, r.hi FROM {table} r "
             "WHERE r.series_id = ANY(%(ids)s) "
             "AND r.bucket >= {lo} AND r.bucket < {hi}) p "
             "JOIN unnest(%(ids)s::int[]) WITH ORDINALITY AS o(id, ord) ON o.id = p.series_id "
             "ORDER BY {order}"
         ).format(
             cols=_stat_columns(stats),
+            k=sql.SQL(k),
             table=sql.Identifier(same),
             lo=sql.Placeholder(f"{same}_min"),
             hi=sql.Placeholder(f"{same}_max"),
@@ -224,13 +289,15 @@ def _stat_columns(stats: list[Stat]) -> sql.Composed:
 
 def _one_partial_per_bucket(bucket: Bucket, parts: Plan) -> str | None:
     """The tier's table when every bucket is exactly one of its partials, else None."""
-    if bucket.calendar or parts.raw or len(parts.tiers) != 1:
+    if parts.raw or len(parts.tiers) != 1:
         return None
     ((table, ranges),) = parts.tiers.items()
     tier = next(t for t in TIERS if t.table == table)
-    if tier.step != bucket.nominal or len(ranges) != 1:
+    if len(ranges) != 1:
         return None
-    return table
+    if tier.local:  # a range of whole local days: one partial per 1d bucket
+        return table if bucket.name == "1d" else None
+    return table if not bucket.calendar and tier.step == bucket.nominal else None
 
 
 def _piece_select(

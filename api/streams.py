@@ -203,6 +203,25 @@ def csv_lines(records: list[Sequence[Any]]) -> bytes:
     return body[2:-2].replace(b"],[", b"\n").replace(b'"', b"") + b"\n"
 
 
+def json_objects(keys: Sequence[bytes], records: list[Sequence[Any]]) -> bytes:
+    """``{key: field, ...}`` objects of `records`, comma-separated, from one orjson array dump.
+
+    The same dump as with one dict per record, built without the dicts (which cost three
+    quarters of the encoding): orjson writes the records as arrays, whose fields are then
+    interleaved with the keys (`keys`: each column name already as a JSON string). Only safe
+    because no field holds a comma or a bracket (see `csv_lines`).
+    """
+    if not records:
+        return b""
+    fields = orjson.dumps(records)[2:-2].replace(b"],[", b",").split(b",")
+    first = [b"{" + keys[0] + b":", *(b"," + k + b":" for k in keys[1:])]
+    later = [b"},{" + keys[0] + b":", *first[1:]]
+    out: list[bytes] = [b""] * (2 * len(fields))
+    out[::2] = first + later * (len(records) - 1)
+    out[1::2] = fields
+    return b"".join(out) + b"}"
+
+
 async def encode(
     chunks: AsyncIterator[list[Row]], shaper: Shaper, fmt: str
 ) -> AsyncIterator[bytes]:
@@ -217,12 +236,13 @@ async def encode(
 
     yield b'{"data":['
     first = True
+    keys = [orjson.dumps(c) for c in columns]
 
     def dump(records: list[Sequence[Any]]) -> bytes:
         nonlocal first
         if not records:
             return b""
-        body = orjson.dumps([dict(zip(columns, rec, strict=True)) for rec in records])[1:-1]
+        body = json_objects(keys, records)
         if first:
             first = False
             return body

@@ -1,18 +1,22 @@
 """API benchmark: aggregates over a year of 1-minute readings for 20 series, against the raw SQL.
 
 1. Load (resumable): a database of its own (``livelab_bench_api`` by default, created on the
-   server of ``--admin-url``; ``--drop`` removes it at the end), migrated by livelab, filled
-   with a year of 1-minute readings for 20 series (10.5 M rows) through
-   ``ingest.store.Store.write``, the writer ingest uses, rollups included, one day of all
-   series per write. A second run continues from the last day stored.
+   server of ``--admin-url``; ``--drop`` removes it at the end), migrated by livelab, its daily
+   partials set to follow Europe/Stockholm (``livelab-rollups zone``, as Helsingborg's
+   deployment would), filled with a year of 1-minute readings for 20 series (10.5 M rows)
+   through ``ingest.store.Store.write``, the writer ingest uses, rollups included, one day of
+   all series per write. A second run continues from the last day stored.
 2. The API (a real uvicorn process, ``--workers`` processes) answers each request of the table
    below ``--runs`` times; beside it, the plain ``time_bucket`` SQL over ``readings`` of the
    same aggregate (``api.buckets.aggregate_query``: what the API ran before the rollups),
    ``--raw-runs`` times, in the same run. Median and p95 of each.
 3. Requests/s with 16 concurrent clients for ``/latest`` and for a one-month ``1d`` aggregate.
-4. The cost of keeping rollups: ``Store.write`` readings/s for 100-reading messages (one
-   instant of 100 sensors each; 1, 10 and ``--ingest-batch`` messages per write), with and
-   without the rollup CTEs in the move statement, alternating, in labs of their own; medians.
+4. The cost of keeping rollups, for 100-reading messages (one instant of 100 sensors each):
+   live ingest readings/s (``--publishers`` mosquitto_pub clients against one worker, as in
+   ``bench.ingest``) with the real worker and with one that keeps no rollups, alternating,
+   ``--live-rounds`` runs each; and ``Store.write`` readings/s with 1, 10 and
+   ``--ingest-batch`` messages per write, with and without the rollup CTEs in the move
+   statement, alternating, in labs of their own. Medians.
 5. ``--explain``: EXPLAIN ANALYZE of the composed queries, printed to stderr.
 
 Run: ``.venv/bin/python -m bench.api`` (``--help`` for options); the load takes a few minutes
@@ -48,8 +52,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 import ingest.store as store_module
 from api import keys
 from api.buckets import BUCKETS, DEFAULT_STATS, aggregate_query, local_midnight
-from bench.common import ROOT, log, save_result
-from bench.ingest import free_port
+from bench.common import ROOT, add_broker_arguments, log, save_result
+from bench.ingest import free_port, live_run
+from ingest import rollups
 from ingest.rollups import MAINTAIN
 from ingest.store import Store
 from schemas.migrate import migrate
@@ -167,10 +172,16 @@ def _mismatches(body: bytes, csv_format: bool, raw: list[tuple]) -> int:
     return bad
 
 
+# The deployment's zone: the daily partials follow it (`livelab-rollups zone`), as they would
+# for Helsingborg's partners. Days and months in UTC then read hourly partials.
+ZONE = "Europe/Stockholm"
+
 REQUESTS = [
     # name, query parameters, one series only
     ("1d Europe/Stockholm, 20 series", {"bucket": "1d", "tz": "Europe/Stockholm"}, False),
     ("1mo Europe/Stockholm, 20 series", {"bucket": "1mo", "tz": "Europe/Stockholm"}, False),
+    ("1d UTC, 20 series", {"bucket": "1d", "tz": "UTC"}, False),
+    ("1mo UTC, 20 series", {"bucket": "1mo", "tz": "UTC"}, False),
     ("1h, 20 series, csv", {"bucket": "1h", "format": "csv"}, False),
     ("1h, one series", {"bucket": "1h", "device": "station-1", "sensor": "s0"}, True),
 ]
@@ -301,6 +312,42 @@ def ingest_cost(url: str, batch_messages: int, rounds: int) -> dict[str, float]:
     }
 
 
+def live_ingest_cost(admin_url: str, args: argparse.Namespace) -> dict[str, float]:
+    """Live ingest readings/s of 100-reading messages (``--publishers`` mosquitto_pub clients
+    against one worker, as in `bench.ingest`), with the real worker and with one whose writer
+    keeps no rollups (`bench.ingest_without_rollups`), alternating, in a database of their own
+    whose daily partials follow `ZONE`; medians."""
+    name = f"livelab_bench_cost_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo_to_dict(admin_url)
+    params["dbname"] = name
+    url = make_conninfo("", **params)
+    logdir = ROOT / "bench" / "results"
+    logdir.mkdir(parents=True, exist_ok=True)
+    rates: dict[str, list[float]] = {"ingest": [], "bench.ingest_without_rollups": []}
+    try:
+        migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            rollups.set_zone(conn, ZONE)
+        for r in range(args.live_rounds):
+            for module in list(rates) if r % 2 == 0 else list(rates)[::-1]:
+                run = live_run(url, args, 1, 100, args.live_messages, logdir, module)
+                rates[module].append(run["readings_per_s"])
+                log(f"  live ingest, {module}: {run['readings_per_s']:.0f} readings/s")
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    w = statistics.median(rates["ingest"])
+    wo = statistics.median(rates["bench.ingest_without_rollups"])
+    return {
+        "ingest_readings_per_s_with_rollups": round(w),
+        "ingest_readings_per_s_without_rollups": round(wo),
+        "ingest_rollup_cost_pct": round((1 - w / wo) * 100, 1),
+        "runs_per_mode": args.live_rounds,
+    }
+
+
 def explain(url: str, base: str, key: str) -> None:
     """EXPLAIN ANALYZE of the composed query of each request (stderr)."""
     from api import compose
@@ -317,7 +364,8 @@ def explain(url: str, base: str, key: str) -> None:
             end = START + timedelta(days=DAYS)
             origin = local_midnight(START, zone)
             starts = compose.bucket_starts(spec, zone, origin, START, end)
-            parts = compose.plan(starts, START, end, None if spec.calendar else spec.nominal)
+            step = None if spec.calendar else spec.nominal
+            parts = compose.plan(starts, START, end, step, compose.grids(zone, ZONE))
             query = compose.composed_query(spec, list(DEFAULT_STATS), parts, order="series")
             ids = [r[0] for r in found][: 1 if one else None]
             args = {"ids": ids, "starts": starts, "origin": origin, **compose.plan_params(parts)}
@@ -350,6 +398,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingest-batch", type=int, default=200, help="messages per write")
     parser.add_argument("--ingest-rounds", type=int, default=20, help="writes per mode (20)")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE the queries")
+    parser.add_argument("--publishers", type=int, default=10, help="live ingest publishers (10)")
+    parser.add_argument(
+        "--live-messages", type=int, default=1000,
+        help="100-reading messages per publisher per live ingest run (1000)",
+    )  # fmt: skip
+    parser.add_argument("--live-rounds", type=int, default=3, help="live runs per mode (3)")
+    add_broker_arguments(parser)
     args = parser.parse_args(argv)
 
     params = conninfo_to_dict(args.admin_url)
@@ -365,6 +420,13 @@ def main(argv: list[str] | None = None) -> int:
     api: Api | None = None
     try:
         migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            if rollups.zone_of(conn) != ZONE:
+                t0 = time.monotonic()
+                n = rollups.set_zone(conn, ZONE)
+                took = round(time.monotonic() - t0, 2)
+                result["rollup zone set"] = {"zone": ZONE, "daily_partials": n, "seconds": took}
+                log(f"daily partials now follow {ZONE}: {result['rollup zone set']}")
         load(url)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("ANALYZE")
@@ -435,8 +497,13 @@ def main(argv: list[str] | None = None) -> int:
         for batch, rounds in ((1, 10 * args.ingest_rounds), (10, 3 * args.ingest_rounds),
                               (args.ingest_batch, args.ingest_rounds)):  # fmt: skip
             cost = ingest_cost(url, batch, rounds)
-            result[f"ingest, {batch} messages of 100 readings per write"] = cost
-            log(f"ingest, {batch} messages per write: {cost}")
+            result[f"Store.write, {batch} messages of 100 readings per write"] = cost
+            log(f"Store.write, {batch} messages per write: {cost}")
+        log(f"live ingest: {args.publishers} x {args.live_messages} messages of 100 readings")
+        result["live ingest, 100-reading messages, 1 worker"] = live_ingest_cost(
+            args.admin_url, args
+        )
+        log(f"live ingest: {result['live ingest, 100-reading messages, 1 worker']}")
         if args.explain:
             explain(url, "", key)
         result["api_workers"] = args.workers

@@ -116,7 +116,11 @@ def peak_rss_mib(pid: int) -> float:
 class Ingest:
     """``python -m ingest [--processes N]`` for one lab; knows its worker pids."""
 
-    def __init__(self, url: str, host: str, port: int, lab: str, processes: int, logdir: Path):
+    def __init__(
+        self, url: str, host: str, port: int, lab: str, processes: int, logdir: Path,
+        module: str = "ingest",
+    ) -> None:  # fmt: skip
+        self.module = module  # what `python -m` runs
         self.http = free_port()
         self.processes = processes
         self.client_id = f"bench-{lab}"
@@ -138,7 +142,7 @@ class Ingest:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "ingest"]
+        args = [sys.executable, "-m", self.module]
         if self.processes > 1:
             args += ["--processes", str(self.processes)]
         with self.log.open("ab") as out:
@@ -207,12 +211,13 @@ def broker_ceiling(host: str, port: int, inputs: list[bytes], messages: int) -> 
 
 
 def live_run(url: str, args: argparse.Namespace, processes: int, per_message: int,
-             messages: int, logdir: Path) -> dict[str, float]:  # fmt: skip
-    """Start workers, then the publishers with the clock; until everything is committed."""
+             messages: int, logdir: Path, module: str = "ingest") -> dict[str, float]:  # fmt: skip
+    """Start workers (``python -m module``), then the publishers with the clock; until
+    everything is committed."""
     lab = f"b{secrets.token_hex(4)}"
     n = args.publishers
     inputs = [payload_lines(messages, per_message, offset=i * messages) for i in range(n)]
-    ingest = Ingest(url, args.mqtt_host, args.mqtt_port, lab, processes, logdir)
+    ingest = Ingest(url, args.mqtt_host, args.mqtt_port, lab, processes, logdir, module)
     ingest.start()
     try:
         pids = ingest.worker_pids()

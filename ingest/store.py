@@ -191,6 +191,7 @@ _PRIVILEGES = (
     ("ingest_clients", "INSERT"),
     ("ingest_clients", "UPDATE"),
     *((tier.table, priv) for tier in TIERS for priv in ("SELECT", "INSERT", "UPDATE")),
+    ("rollup_settings", "SELECT"),
 )
 
 

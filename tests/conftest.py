@@ -14,6 +14,7 @@ A missing service is an error, not a skip: CI must not pass without them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -53,10 +54,10 @@ if "LIVELAB_MQTT_USERNAME" not in os.environ and "LIVELAB_MQTT_TESTS_USERNAME" i
     os.environ["LIVELAB_MQTT_PASSWORD"] = _SETUP.get("LIVELAB_MQTT_TESTS_PASSWORD", "")
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A migrated database of its own for this test session."""
-    name = f"livelab_test_{os.getpid()}_{secrets.token_hex(3)}"
+@contextlib.contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A new, empty database on the test server (its URL), dropped on exit."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
     try:
         admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
@@ -68,13 +69,19 @@ def database_url() -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     params = conninfo_to_dict(ADMIN_URL)
     params["dbname"] = name
-    url = make_conninfo(**params)
     try:
-        migrate(url)
-        yield url
+        yield make_conninfo(**params)
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A migrated database of its own for this test session."""
+    with scratch_database("livelab_test") as url:
+        migrate(url)
+        yield url
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from api.params import (
     parse_filters,
     parse_range,
 )
+from schemas.rollups import ZONE_SQL
 from schemas.times import format_rfc3339
 
 router = APIRouter(prefix="/v1", tags=["aggregates"], responses=V1_RESPONSES)
@@ -190,23 +191,43 @@ async def aggregates(
     try:
         origin = local_midnight(start_dt, zone)
         starts = compose.bucket_starts(spec, zone, origin, start_dt, end_dt)
-        parts = compose.plan(starts, start_dt, end_dt, None if spec.calendar else spec.nominal)
     except (OverflowError, ValueError):
         raise bad_request(f"start: {start!r} is out of the supported range") from None
 
-    cur = await conn.execute(
-        f"SELECT id, device, sensor FROM series WHERE {SERIES_FILTER} "
-        'ORDER BY device COLLATE "C", sensor COLLATE "C"',
-        {"lab": lab, "devices": devices, "sensors": sensors},
-    )
-    found = await cur.fetchall()
-    ids = [row[0] for row in found]
-    if n * len(ids) > settings.api_max_rows:
-        raise bad_request(
-            f"the request could produce {n * len(ids)} rows ({len(ids)} series x {n} buckets "
-            f"of {bucket}), more than the limit of {settings.api_max_rows}; filter by device "
-            "or sensor, ask for a shorter range or a larger bucket"
+    # One snapshot for the daily partials' zone, the series and the partials (`livelab-rollups
+    # zone` changes the zone and rewrites the daily partials in one transaction). The
+    # transaction ends when the answer has been sent (`_query`'s close), or here on an error.
+    await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        daily_zone = await (await conn.execute(f"SELECT {ZONE_SQL}")).fetchone()
+        try:
+            parts = compose.plan(
+                starts,
+                start_dt,
+                end_dt,
+                None if spec.calendar else spec.nominal,
+                compose.grids(zone, daily_zone[0] if daily_zone else "UTC"),
+            )
+        except (OverflowError, ValueError):
+            raise bad_request(f"start: {start!r} is out of the supported range") from None
+        cur = await conn.execute(
+            f"SELECT id, device, sensor FROM series WHERE {SERIES_FILTER} "
+            'ORDER BY device COLLATE "C", sensor COLLATE "C"',
+            {"lab": lab, "devices": devices, "sensors": sensors},
         )
+        found = await cur.fetchall()
+        ids = [row[0] for row in found]
+        if n * len(ids) > settings.api_max_rows:
+            raise bad_request(
+                f"the request could produce {n * len(ids)} rows ({len(ids)} series x {n} "
+                f"buckets of {bucket}), more than the limit of {settings.api_max_rows}; filter "
+                "by device or sensor, ask for a shorter range or a larger bucket"
+            )
+        names = {row[0]: (row[1], row[2]) for row in found}  # in answer order (dicts keep it)
+        chunks, close = await _query(conn, spec, wanted, names, starts, origin, parts, query.layout)
+    except BaseException:
+        await conn.rollback()
+        raise
 
     labels: dict[datetime, str] = {}
 
@@ -216,7 +237,6 @@ async def aggregates(
             text = labels[b] = format_rfc3339(b.astimezone(zone))
         return text
 
-    names = {row[0]: (row[1], row[2]) for row in found}  # in answer order (dicts keep it)
     shaper = streams.Shaper(
         layout=query.layout,
         stats=wanted,
@@ -226,7 +246,6 @@ async def aggregates(
         fill=query.fill is not None,
         label=label,
     )
-    chunks, close = await _query(conn, spec, wanted, names, starts, origin, parts, query.layout)
     headers = {}
     media_type = "application/json"
     if query.format == "csv":
@@ -250,11 +269,12 @@ async def _query(
     parts: compose.Plan,
     layout: str,
 ) -> tuple[AsyncIterator[list[streams.Row]], Callable[[], Awaitable[None]]]:
-    """Run the composed query on a server-side cursor and fetch its first chunk now (so that a
-    database error is still an HTTP error); the rest is fetched as the answer is sent. Returns
-    the chunks and the coroutine that closes the cursor and its transaction."""
+    """Run the composed query on a server-side cursor, in the transaction the caller began, and
+    fetch its first chunk now (so that a database error is still an HTTP error); the rest is
+    fetched as the answer is sent. Returns the chunks and the coroutine that closes the cursor
+    and ends the transaction."""
     if not names:
-        return _no_chunks(), _nothing
+        return _no_chunks(), conn.rollback
     ids = list(names)
     query = compose.composed_query(
         spec, wanted, parts, order="bucket" if layout == "wide" else "series"
@@ -262,7 +282,6 @@ async def _query(
     params = {"ids": ids, "starts": starts, "origin": origin, **compose.plan_params(parts)}
     # A server-side cursor lives in a transaction; the connection is the request's, returned
     # to the pool after the answer is sent (or the client went away) and `close` ran.
-    await conn.execute("BEGIN READ ONLY")
     cur = conn.cursor("livelab_aggregates")
     try:
         # Plan for all rows, not for the first 10 % (the default for cursors); no JIT (its
@@ -291,7 +310,3 @@ async def _query(
 async def _no_chunks() -> AsyncIterator[list[streams.Row]]:
     return
     yield
-
-
-async def _nothing() -> None:
-    return

@@ -4,6 +4,8 @@ Random readings, with exact and conflicting duplicates, are stored out of order 
 batches through the real ingest writer (`ingest.store.Store`, which keeps the rollups); then
 the API's answer for random bucket sizes, zones, stats, ranges, `fill` and layouts is compared
 with a computation over the readings as stored (first value wins), done here in plain Python.
+Each test runs on two deployments: daily partials in UTC (the session's database) and in
+Europe/Stockholm (a database of this module, set with `ingest.rollups.set_zone`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import csv
 import io
 import secrets
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,10 +26,14 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api import compose
+from api import compose, keys
+from api.app import create_app
 from api.buckets import BUCKETS
+from api.settings import Settings
 from ingest import rollups
 from ingest.store import Store
+from schemas.migrate import migrate
+from tests.conftest import scratch_database
 
 # Whole-hour offsets, half and quarter hours, a 30-minute DST shift (Lord Howe), 45 minutes.
 ZONES = [
@@ -167,11 +174,50 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store(database_url)
-    yield s
-    s.close()
+@dataclass
+class Deployment:
+    """Where a case is stored and asked: the API, the ingest writer and a connection."""
+
+    client: TestClient
+    store: Store
+    db: psycopg.Connection
+
+    def key(self, lab: str) -> str:
+        return keys.create_key(self.db, "test", [lab])[0]
+
+
+@pytest.fixture(scope="module")
+def stockholm_database() -> Iterator[str]:
+    """A migrated database whose daily partials follow Europe/Stockholm."""
+    with scratch_database("livelab_test_days") as url:
+        migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert rollups.check_zone(conn, "Europe/Stockholm") is None
+            rollups.set_zone(conn, "Europe/Stockholm")
+        yield url
+
+
+@pytest.fixture(scope="module")
+def stockholm_client(stockholm_database: str) -> Iterator[TestClient]:
+    settings = Settings(database_url=stockholm_database, api_key_cache_seconds=0, api_rate_limit=0)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(params=["UTC", "Europe/Stockholm"], ids=["days-utc", "days-stockholm"])
+def deployment(
+    request: pytest.FixtureRequest, database_url: str, client: TestClient
+) -> Iterator[Deployment]:
+    if request.param == "UTC":
+        url, api = database_url, client
+    else:
+        url = request.getfixturevalue("stockholm_database")
+        api = request.getfixturevalue("stockholm_client")
+    store = Store(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert rollups.zone_of(conn) == request.param
+        yield Deployment(api, store, conn)
+    store.close()
 
 
 def iso(dt: datetime, zone: ZoneInfo) -> str:
@@ -186,13 +232,9 @@ def iso(dt: datetime, zone: ZoneInfo) -> str:
 )
 @given(case=scenarios())
 def test_composed_aggregates_equal_raw_computation(
-    case: dict[str, Any],
-    client: TestClient,
-    store: Store,
-    db: psycopg.Connection,
-    make_key: Callable[..., str],
+    case: dict[str, Any], deployment: Deployment
 ) -> None:
-    check_case(case, client, store, db, make_key)
+    check_case(case, deployment)
 
 
 def _fixed_case(bucket: str, zone: str, start: datetime, end: datetime, **extra: Any) -> Any:
@@ -219,22 +261,12 @@ def _fixed_case(bucket: str, zone: str, start: datetime, end: datetime, **extra:
     ],
 )
 def test_composed_aggregates_equal_raw_computation_examples(
-    case: dict[str, Any],
-    client: TestClient,
-    store: Store,
-    db: psycopg.Connection,
-    make_key: Callable[..., str],
+    case: dict[str, Any], deployment: Deployment
 ) -> None:
-    check_case(case, client, store, db, make_key)
+    check_case(case, deployment)
 
 
-def check_case(
-    case: dict[str, Any],
-    client: TestClient,
-    store: Store,
-    db: psycopg.Connection,
-    make_key: Callable[..., str],
-) -> None:
+def check_case(case: dict[str, Any], dep: Deployment) -> None:
     lab = f"p{secrets.token_hex(6)}"
     stored: dict[tuple[int, datetime], float] = {}
     for batch in case["batches"]:
@@ -242,8 +274,8 @@ def check_case(
         for i, t, v in batch:
             stored.setdefault((i, t), v)  # the first value wins
             readings.append((lab, *SERIES[i], t, v))
-        store.write(readings)
-    assert rollups.verify(db, lab) == []
+        dep.store.write(readings)
+    assert rollups.verify(dep.db, lab) == []
 
     zone = ZoneInfo(case["zone"])
     start, end, bucket = case["start"], case["end"], case["bucket"]
@@ -261,10 +293,10 @@ def check_case(
     wanted = [i for i, (d, _) in enumerate(SERIES) if case["device"] in (None, d)]
     if case["device"]:
         params["device"] = case["device"]
-    r = client.get(
+    r = dep.client.get(
         f"/v1/labs/{lab}/aggregates",
         params=params,
-        headers={"Authorization": f"Bearer {make_key(lab)}"},
+        headers={"Authorization": f"Bearer {dep.key(lab)}"},
     )
     assert r.status_code == 200, r.text
     got = parse_csv(r.text) if case["format"] == "csv" else r.json()["data"]
@@ -323,21 +355,46 @@ def test_plan_reads_coarsest_tier_and_raw_only_at_unaligned_ends() -> None:
     start = datetime(2025, 1, 1, 0, 7, tzinfo=UTC)  # not on any tier boundary
     end = datetime(2026, 1, 1, tzinfo=UTC)
     origin = datetime(2025, 1, 1, tzinfo=zone)
-    month = compose.plan(
-        compose.bucket_starts(BUCKETS["1mo"], zone, origin, start, end), start, end
-    )
+
+    def plan(bucket: str, tz: ZoneInfo, daily_zone: str, o: datetime = origin) -> compose.Plan:
+        spec = BUCKETS[bucket]
+        starts = compose.bucket_starts(spec, tz, o, start, end)
+        step = None if spec.calendar else spec.nominal
+        return compose.plan(starts, start, end, step, compose.grids(tz, daily_zone))
+
+    # Daily partials in UTC: UTC months read them, Stockholm days and months read hours.
+    month = plan("1mo", ZoneInfo("UTC"), "UTC", datetime(2025, 1, 1, tzinfo=UTC))
     assert month.raw == [(start, datetime(2025, 1, 1, 0, 15, tzinfo=UTC))]
-    assert len(month.tiers["rollup_1d"]) == 12  # interior days of each month
-    day = compose.plan(compose.bucket_starts(BUCKETS["1d"], zone, origin, start, end), start, end)
+    assert month.tiers["rollup_1d"] == [(datetime(2025, 1, 2, tzinfo=UTC), end)]
+    assert "rollup_1d" not in plan("1mo", zone, "UTC").tiers
+    day = plan("1d", zone, "UTC")
     assert day.tiers["rollup_1h"] == [(datetime(2025, 1, 1, 1, tzinfo=UTC), end)]
     assert "rollup_1d" not in day.tiers  # no UTC day fits in a Stockholm day
+    # Daily partials in Stockholm: a year of Stockholm days is one range of them (the first,
+    # cut by `start`, and the last, cut by `end`, from hours), and months read them too.
+    day = plan("1d", zone, "Europe/Stockholm")
+    first, last = datetime(2025, 1, 1, 23, tzinfo=UTC), datetime(2025, 12, 31, 23, tzinfo=UTC)
+    assert day.tiers["rollup_1d"] == [(first, last)]
+    assert day.tiers["rollup_1h"] == [(datetime(2025, 1, 1, 1, tzinfo=UTC), first), (last, end)]
+    assert plan("1mo", zone, "Europe/Stockholm").tiers["rollup_1d"][0][0] == first
     kolkata = ZoneInfo("Asia/Kolkata")
-    k = compose.plan(compose.bucket_starts(BUCKETS["1d"], kolkata, origin, start, end), start, end)
+    k = plan("1d", kolkata, "Europe/Stockholm")
     assert "rollup_15m" in k.tiers and len(k.raw) == 1  # :30 boundaries: 15-minute partials
+    assert "rollup_1d" not in k.tiers  # the daily partials follow another zone
     for o in (origin, datetime(2025, 1, 1, tzinfo=kolkata)):  # hours on :00 and on :30 UTC
         hours = compose.bucket_starts(BUCKETS["1h"], kolkata, o, start, end)
-        tiled = compose.plan(hours, start, end, BUCKETS["1h"].nominal)
-        assert tiled == compose.plan(hours, start, end)  # the shortcut cuts as bucket by bucket
+        usable = compose.grids(kolkata, "UTC")
+        tiled = compose.plan(hours, start, end, BUCKETS["1h"].nominal, usable)
+        assert tiled == compose.plan(hours, start, end, None, usable)  # as bucket by bucket
     assert tiled.tiers == {"rollup_15m": [(datetime(2025, 1, 1, 0, 15, tzinfo=UTC), end)]}
-    five = compose.plan(compose.bucket_starts(BUCKETS["5m"], zone, origin, start, end), start, end)
+    five = plan("5m", zone, "Europe/Stockholm")
     assert five.tiers == {} and five.raw == [(start, end)]  # finer than any tier: raw
+
+
+def test_daily_partials_are_read_only_where_their_zone_was_checked() -> None:
+    zone = ZoneInfo("Europe/Stockholm")
+    start, end = datetime(1969, 12, 1, tzinfo=UTC), datetime(1970, 2, 1, tzinfo=UTC)
+    starts = compose.bucket_starts(BUCKETS["1mo"], zone, start, start, end)
+    parts = compose.plan(starts, start, end, None, compose.grids(zone, "Europe/Stockholm"))
+    [(lo, _)] = parts.tiers["rollup_1d"]
+    assert lo == datetime(1970, 1, 1, tzinfo=zone)  # 1969 from the hourly partials

@@ -25,6 +25,7 @@ WRITER_TABLES = (
     "ingest_receipts",
     "ingest_clients",
     *(tier.table for tier in TIERS),
+    "rollup_settings",
 )
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -147,3 +148,59 @@ def test_readings_deleted_or_changed_by_hand_leave_the_rollups(
     days = partials(db, stored_lab, "rollup_1d")
     assert [row[2] for row in days] == [284, 288, 288, 284, 288, 288]
     assert days[1][5] == 1000 + 289 % 50  # the changed reading (i = 289) is the day's max
+
+
+def test_zone_command_moves_the_daily_partials_to_local_days(empty_database: str) -> None:  # noqa: F811
+    url = empty_database
+    migrate(url)
+    lab = "days"
+    store = Store(url)
+    try:  # 5-minute readings over three days around the October DST change in Stockholm
+        start = datetime(2025, 10, 25, 12, tzinfo=UTC)
+        store.write(
+            [(lab, "d", "s", start + timedelta(minutes=5 * i), float(i)) for i in range(864)]
+        )
+    finally:
+        store.close()
+    shown = run_cli(url, "zone")
+    assert shown.returncode == 0 and shown.stdout.strip() == "UTC"
+    for bad, why in (
+        ("Mars/Olympus", "not an IANA time zone"),
+        ("Africa/Monrovia", "does not start on a quarter hour"),  # -0:44:30 until 1972
+    ):
+        refused = run_cli(url, "zone", bad)
+        assert refused.returncode == 2 and why in refused.stderr, refused.stderr
+    moved = run_cli(url, "zone", "Europe/Stockholm")
+    assert moved.returncode == 0, moved.stderr
+    assert run_cli(url, "zone").stdout.strip() == "Europe/Stockholm"
+    with psycopg.connect(url, autocommit=True) as conn:
+        days = partials(conn, lab, "rollup_1d")
+        stockholm = ZoneInfo("Europe/Stockholm")
+        assert [(b.astimezone(stockholm).isoformat(), n) for _, b, n, *_ in days] == [
+            ("2025-10-25T00:00:00+02:00", 120),  # from 12:00 UTC (14:00 local) on
+            ("2025-10-26T00:00:00+02:00", 300),  # 25 hours
+            ("2025-10-27T00:00:00+01:00", 288),
+            ("2025-10-28T00:00:00+01:00", 156),  # until 12:00 UTC (13:00 local)
+        ]
+        assert rollups.verify(conn, lab) == []
+        # The writer and the trigger for hand edits keep local days; rebuild recomputes them.
+        store = Store(url)
+        try:
+            # 00:31 on 27 October, local
+            store.write([(lab, "d", "s", datetime(2025, 10, 26, 23, 31, tzinfo=UTC), -1.0)])
+        finally:
+            store.close()
+        # The first 12 hours (UTC): all of 25 October, local, and 2 hours of the 26th.
+        conn.execute("DELETE FROM readings WHERE time < %s", (datetime(2025, 10, 26, tzinfo=UTC),))
+        assert rollups.verify(conn, lab) == []
+        assert [n for _, _, n, *_ in partials(conn, lab, "rollup_1d")] == [276, 289, 156]
+        conn.execute("UPDATE rollup_1d SET n = n + 1")
+        assert len(rollups.verify(conn, lab)) == 3
+        day = datetime(2025, 10, 27, tzinfo=UTC)
+        rollups.rebuild(conn, lab, day, day + timedelta(days=1))
+        # Mended: the local days that meet 27 October UTC (the 27th from 23:00 UTC on the 26th,
+        # and the 28th from 23:00 UTC on the 27th); the 26th is left as it was.
+        left = [
+            d.bucket.astimezone(stockholm).date().isoformat() for d in rollups.verify(conn, lab)
+        ]
+        assert left == ["2025-10-26"]

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from schemas.migrate import load_migrations, migrate
-from tests.conftest import ADMIN_URL
+from tests.conftest import scratch_database
 
 
 @pytest.fixture
 def empty_database() -> Iterator[str]:
-    name = f"livelab_mig_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(ADMIN_URL)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("livelab_mig") as url:
+        yield url
 
 
 def test_migrations_are_numbered_and_ordered() -> None:
