@@ -204,3 +204,35 @@ def test_zone_command_moves_the_daily_partials_to_local_days(empty_database: str
             d.bucket.astimezone(stockholm).date().isoformat() for d in rollups.verify(conn, lab)
         ]
         assert left == ["2025-10-26"]
+
+
+def test_statement_triggers_follow_moved_and_bulk_deleted_readings(
+    db: psycopg.Connection, stored_lab: str
+) -> None:
+    triggers = {
+        row[0]
+        for row in db.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'readings'::regclass "
+            "AND tgname LIKE 'readings_rollups%'"
+        )
+    }
+    assert triggers == {"readings_rollups_delete", "readings_rollups_update"}  # TimescaleDB 2.18+
+    ids = "(SELECT id FROM series WHERE lab = %s)"
+    # A reading moved to another day and another series (both ends' buckets change).
+    db.execute(
+        "UPDATE readings SET time = time + INTERVAL '1 day 2 minutes', "
+        "series_id = (SELECT max(id) FROM series WHERE lab = %s) "
+        "WHERE series_id = (SELECT min(id) FROM series WHERE lab = %s) AND time = %s",
+        (stored_lab, stored_lab, T0 + timedelta(hours=3)),
+    )
+    assert rollups.verify(db, stored_lab) == []
+    # All of day 2, both series, in one statement.
+    db.execute(
+        f"DELETE FROM readings WHERE series_id IN {ids} AND time >= %s AND time < %s",
+        (stored_lab, T0 + timedelta(days=1), T0 + timedelta(days=2)),
+    )
+    assert rollups.verify(db, stored_lab) == []
+    days = partials(db, stored_lab, "rollup_1d")
+    assert [(sensor, n) for sensor, _, n, *_ in days] == [
+        ("a", 287), ("a", 288), ("b", 288), ("b", 288),
+    ]  # fmt: skip
