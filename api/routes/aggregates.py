@@ -69,8 +69,9 @@ Statistics of the readings of each series (device, sensor) of the lab in time bu
   stats; without `fill`, buckets where no series has readings are absent. Both layouts in JSON
   (`{{"data": [{{"bucket": ..., "station-1/no2/avg": ...}}, ...], "next": null}}`) and CSV.
 - The answer is exact: it is composed from rollups kept in the same transaction as the
-  readings (15-minute, hourly and daily partials per series), and from raw readings where no
-  rollup fits the buckets or the range's ends. It is streamed, so large answers start at once.
+  readings (15-minute and hourly partials per series, and daily ones in the deployment's time
+  zone, which days, weeks and months in that `tz` read), and from raw readings where no rollup
+  fits the buckets or the range's ends. It is streamed, so large answers start at once.
 """
 
 
