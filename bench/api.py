@@ -54,8 +54,8 @@ from api import keys
 from api.buckets import BUCKETS, DEFAULT_STATS, aggregate_query, local_midnight
 from bench.common import ROOT, add_broker_arguments, log, save_result
 from bench.ingest import free_port, live_run
+from bench.ingest_without_rollups import MOVES, without_rollups
 from ingest import rollups
-from ingest.rollups import MAINTAIN
 from ingest.store import Store
 from schemas.migrate import migrate
 from schemas.times import parse_rfc3339
@@ -276,10 +276,8 @@ def ingest_cost(url: str, batch_messages: int, rounds: int) -> dict[str, float]:
     """Store.write readings/s for 100-reading messages, with and without rollup upkeep."""
     # The store's two move statements (the fast path new readings take, and the exact one),
     # with and without the rollup CTEs.
-    names = ("_PER_SERIES_FAST", "_PER_SERIES_EXACT")
-    with_rollups = {name: getattr(store_module, name) for name in names}
-    without = {name: sql.replace(f"{MAINTAIN}, ", "") for name, sql in with_rollups.items()}
-    assert all(without[name] != with_rollups[name] for name in names)
+    with_rollups = {name: getattr(store_module, name) for name in MOVES}
+    without = {name: without_rollups(sql) for name, sql in with_rollups.items()}
 
     def use(statements: dict[str, str]) -> None:
         for name, sql in statements.items():

@@ -58,11 +58,18 @@ def _maintain() -> str:
     for tier in TIERS:
         below = _source(tier)
         part = f"p_{tier.table}"
-        source = "inserted" if below is None else f"p_{below.table}"
-        ctes.append(f"{part} AS ({_partials(tier, source)})")
+        if below is None:
+            # The first tier's partials also carry their first and last reading's time, for
+            # the series' statistics (`SERIES_STATS`).
+            select = _partials(tier, "inserted").replace(
+                " FROM inserted", ", min(time) AS first, max(time) AS last FROM inserted"
+            )
+        else:
+            select = _partials(tier, f"p_{below.table}")
+        ctes.append(f"{part} AS ({select})")
         ctes.append(
             f"u_{tier.table} AS (INSERT INTO {tier.table} AS r "
-            f"SELECT * FROM {part} ORDER BY series_id, bucket "
+            f"SELECT series_id, bucket, n, total, lo, hi FROM {part} ORDER BY series_id, bucket "
             "ON CONFLICT (series_id, bucket) DO UPDATE SET n = r.n + excluded.n, "
             "total = r.total + excluded.total, lo = LEAST(r.lo, excluded.lo), "
             "hi = GREATEST(r.hi, excluded.hi))"
@@ -72,6 +79,14 @@ def _maintain() -> str:
 
 # CTEs to follow ``inserted AS (INSERT INTO readings ... RETURNING series_id, time, value)``.
 MAINTAIN = _maintain()
+
+# The first time, last time and count of the inserted readings per series (the `series`
+# statistics the writer keeps), from the first tier's partials MAINTAIN computes anyway: one
+# row per series and quarter hour to group instead of one per reading.
+SERIES_STATS = (
+    f"per_series AS (SELECT series_id, min(first) AS first, max(last) AS last, "
+    f"sum(n)::bigint AS n FROM p_{TIERS[0].table} GROUP BY series_id)"
+)
 
 # Rebuild and verify work on whole UTC days [lo, hi) for the 15-minute and hourly partials, and
 # on the local days that meet them for the daily ones: those need the 15-minute partials of up

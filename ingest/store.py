@@ -36,7 +36,7 @@ import psycopg
 
 from ingest.errors import StorageRefused, StorageUnavailable
 from ingest.parse import Reading
-from ingest.rollups import MAINTAIN
+from ingest.rollups import MAINTAIN, SERIES_STATS
 from schemas.rollups import TIERS
 
 log = logging.getLogger("livelab.ingest.store")
@@ -131,10 +131,7 @@ _FAST = (
 _PER_SERIES_FAST = f"""
 WITH inserted AS (
     SELECT series_id, time, value FROM livelab_stage
-), {MAINTAIN}, per_series AS (
-    SELECT series_id, min(time) AS first, max(time) AS last, count(*) AS n
-    FROM inserted GROUP BY series_id
-)"""
+), {MAINTAIN}, {SERIES_STATS}"""
 
 _PER_SERIES_EXACT = f"""
 WITH inserted AS (
@@ -142,10 +139,7 @@ WITH inserted AS (
     SELECT series_id, time, value FROM livelab_stage
     ON CONFLICT DO NOTHING
     RETURNING series_id, time, value
-), {MAINTAIN}, per_series AS (
-    SELECT series_id, min(time) AS first, max(time) AS last, count(*) AS n
-    FROM inserted GROUP BY series_id
-)"""
+), {MAINTAIN}, {SERIES_STATS}"""
 
 # The series' statistics from the rows really inserted, in the same transaction.
 _UPDATE_SERIES = """
