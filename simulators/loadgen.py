@@ -15,14 +15,12 @@ import contextlib
 import logging
 import math
 import multiprocessing
-import os
-import secrets
 import signal
 import threading
 import time
 from collections.abc import Callable, MutableSequence
 from concurrent.futures import ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,12 +67,14 @@ class LoadOptions:
     port: int = 1883
     mqtt_version: MqttVersion = "3.1.1"
     manifest: str | Path | None = None
-    progress_every: float = 5.0
+    progress_every: float | None = 5.0  # None: no progress lines
 
     def __post_init__(self) -> None:
         m, d, r, n = self.messages, self.duration, self.rate, self.devices
         if (m is None) == (d is None):
-            raise ValueError("give exactly one of messages (a count) and duration (seconds)")
+            raise ValueError(
+                "give exactly one of messages and duration (--messages N or --duration SECONDS)"
+            )
         if not is_lab(self.lab):
             raise ValueError(f"lab {self.lab!r}: 1-64 of a-z 0-9 _ -, starting with a letter")
         if self.processes < 1:
@@ -122,11 +122,11 @@ class LoadResult:
 
     options: LoadOptions
     processes: list[ProcessResult]
-    stopped: bool = False
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    base_ms: int = 0
-    manifest: Path | None = field(default=None)
+    stopped: bool
+    started_at: datetime
+    finished_at: datetime
+    base_ms: int
+    manifest: Path | None = None
 
     @property
     def messages(self) -> int:
@@ -172,34 +172,18 @@ class LoadResult:
         return text
 
 
-@dataclass(frozen=True)
-class _Share:
-    """One process's part of the run (pickled to the child)."""
-
-    index: int
-    devices: int
-    messages: int | None  # None: until the duration ends
-    rate: float | None  # this process's messages/s
-    base_ms: int
-    client_id: str
-    options: LoadOptions
-
-
-def _publish_share(
-    share: _Share,
-    pub: Publisher,
-    stop: StopFlag,
-    counts: MutableSequence[int],
-    result: ProcessResult,
-    tick: Callable[[], None] | None,
-) -> None:
-    """Publish the share's messages on a connected `pub`; updates `result` and `counts`."""
-    o = share.options
+def _publish(
+    o: LoadOptions, result: ProcessResult, base_ms: int, pub: Publisher, stop: StopFlag,
+    tick: Callable[[int, int], None],
+) -> None:  # fmt: skip
+    """Publish process `result.index`'s share on a connected `pub`, calling `tick(sent,
+    acked)` after every chunk."""
     topics = [
-        f"livelab/{o.lab}/{device_name(share.index, n)}/telemetry" for n in range(share.devices)
+        f"livelab/{o.lab}/{device_name(result.index, n)}/telemetry" for n in range(result.devices)
     ]
-    nd, base, rate, slot = len(topics), share.base_ms, share.rate, 2 * share.index
-    limit = min(share.messages or nd * DAY_MS, nd * DAY_MS)
+    nd, rate = len(topics), None if o.rate is None else o.rate / o.processes
+    messages = None if o.messages is None else split(o.messages, o.processes)[result.index]
+    limit = min(messages or nd * DAY_MS, nd * DAY_MS)
     publish = pub.publish
     result.started = t0 = time.monotonic()
     end_at = math.inf if o.duration is None else t0 + o.duration
@@ -222,28 +206,27 @@ def _publish_share(
                 continue
         for j in range(sent, upto):
             k, d = divmod(j, nd)
-            publish(topics[d], PAYLOAD % (base + k, k % 1000))
-        sent = result.messages = counts[slot] = upto
-        counts[slot + 1] = pub.acknowledged
-        if tick is not None:
-            tick()
-    if share.messages is None and sent >= limit:
-        log.warning("load process %d: its devices reached the start time of the run", share.index)
+            publish(topics[d], PAYLOAD % (base_ms + k, k % 1000))
+        sent = result.messages = upto
+        tick(sent, pub.acknowledged)
+    if messages is None and sent >= limit:
+        log.warning("load process %d: its devices reached the start time of the run", result.index)
 
 
 def _run_share(
-    share: _Share,
-    stop: StopFlag,
-    counts: MutableSequence[int],
-    barrier: Any = None,
-    tick: Callable[[], None] | None = None,
-) -> ProcessResult:
-    """Connect, (wait at `barrier` for the others,) publish, drain; errors go into the result."""
-    o = share.options
-    result = ProcessResult(share.index, share.devices)
-    pub = Publisher(
-        host=o.host, port=o.port, qos=o.qos, mqtt_version=o.mqtt_version, client_id=share.client_id
-    )
+    o: LoadOptions, index: int, base_ms: int, stop: StopFlag, counts: MutableSequence[int],
+    barrier: Any = None, tick: Callable[[], None] | None = None,
+) -> ProcessResult:  # fmt: skip
+    """Connect, (wait at `barrier` for the others,) publish process `index`'s share, drain;
+    errors go into the result. `counts[2 * index]` and the next: sent and acknowledged."""
+    result = ProcessResult(index, split(o.devices, o.processes)[index])
+    pub = Publisher(host=o.host, port=o.port, qos=o.qos, mqtt_version=o.mqtt_version)
+
+    def report(sent: int, acked: int) -> None:
+        counts[2 * index], counts[2 * index + 1] = sent, acked
+        if tick is not None:
+            tick()
+
     try:
         pub.connect()
     except BrokerUnreachable as exc:
@@ -257,7 +240,7 @@ def _run_share(
                 barrier.wait(READY_TIMEOUT)
             except threading.BrokenBarrierError:
                 stop = _SET
-        _publish_share(share, pub, stop, counts, result, tick)
+        _publish(o, result, base_ms, pub, stop, report)
         pub.close()
     except PublishIncomplete as exc:
         result.error_kind, result.error = "incomplete", str(exc)
@@ -268,7 +251,7 @@ def _run_share(
     finally:
         result.finished = time.monotonic()
         result.messages, result.acked, result.failed = pub.sent, pub.acknowledged, pub.failed
-        counts[2 * share.index], counts[2 * share.index + 1] = result.messages, result.acked
+        report(result.messages, result.acked)
     return result
 
 
@@ -285,38 +268,35 @@ def _init_child(stop: Any, barrier: Any, counts: Any, log_level: int) -> None:
     _child.update(stop=stop, barrier=barrier, counts=counts)
 
 
-def _child_share(share: _Share) -> ProcessResult:
-    return _run_share(share, _child["stop"], _child["counts"], _child["barrier"])
+def _child_share(o: LoadOptions, index: int, base_ms: int) -> ProcessResult:
+    return _run_share(o, index, base_ms, _child["stop"], _child["counts"], _child["barrier"])
 
 
-def _run_children(shares: list[_Share], stop: threading.Event) -> list[ProcessResult]:
+def _run_children(
+    o: LoadOptions, base_ms: int, stop: threading.Event, progress: Progress
+) -> list[ProcessResult]:
     ctx = multiprocessing.get_context("spawn")
-    child_stop, barrier = ctx.Event(), ctx.Barrier(len(shares))
-    counts = ctx.Array("q", 2 * len(shares), lock=False)
+    child_stop, barrier = ctx.Event(), ctx.Barrier(o.processes)
+    counts = ctx.Array("q", 2 * o.processes, lock=False)
     level = logging.getLogger("simulators").getEffectiveLevel()
-    progress = Progress("load", unit="messages", every=shares[0].options.progress_every)
     with ProcessPoolExecutor(
-        len(shares), mp_context=ctx, initializer=_init_child,
+        o.processes, mp_context=ctx, initializer=_init_child,
         initargs=(child_stop, barrier, counts, level),
     ) as pool:  # fmt: skip
-        futures = [pool.submit(_child_share, share) for share in shares]
+        futures = [pool.submit(_child_share, o, i, base_ms) for i in range(o.processes)]
         while wait(futures, timeout=0.2).not_done:
             if stop.is_set():
                 child_stop.set()
             if sent := sum(counts[0::2]):
-                progress.update(
-                    sent, lambda: f"{sum(counts[0::2]) - sum(counts[1::2])} awaiting ack"
-                )
+                progress.update(sent, lambda: f"{sent - sum(counts[1::2])} awaiting ack")
     results = []
-    for share, future in zip(shares, futures, strict=True):
+    for i, future in enumerate(futures):
         try:
             results.append(future.result())
         except Exception as exc:  # a bug or a killed child: say so rather than hang
-            error = f"load process {share.index} crashed: {exc!r}"
-            results.append(
-                ProcessResult(share.index, share.devices, error_kind="crash", error=error)
-            )
-    progress.close()
+            error = f"load process {i} crashed: {exc!r}"
+            devices = split(o.devices, o.processes)[i]
+            results.append(ProcessResult(i, devices, error_kind="crash", error=error))
     return results
 
 
@@ -330,14 +310,6 @@ def run_load(options: LoadOptions, stop: threading.Event | None = None) -> LoadR
     """
     o, stop = options, stop or threading.Event()
     base_ms = int(time.time()) * 1000 - DAY_MS
-    run = secrets.token_hex(3)
-    per_device = split(o.devices, o.processes)
-    per_message = split(o.messages, o.processes) if o.messages else [None] * o.processes
-    shares = [
-        _Share(i, per_device[i], per_message[i], None if o.rate is None else o.rate / o.processes,
-               base_ms, f"livelab-load-{os.getpid()}-{run}-{i}", o)
-        for i in range(o.processes)
-    ]  # fmt: skip
     what = f"{o.messages} messages" if o.messages else f"{o.duration:g} s"
     target = "as fast as possible" if o.rate is None else f"{o.rate:g} messages/s"
     log.info(
@@ -345,21 +317,19 @@ def run_load(options: LoadOptions, stop: threading.Event | None = None) -> LoadR
         what, o.host, o.port, o.processes, o.devices, target, o.qos,
     )  # fmt: skip
     started_at = datetime.now(UTC)
+    progress = Progress("load", None, "messages", o.progress_every)
     if o.processes == 1:
         counts = [0, 0]
-        progress = Progress("load", unit="messages", every=o.progress_every)
 
         def tick() -> None:
             progress.update(counts[0], lambda: f"{counts[0] - counts[1]} awaiting ack")
 
-        results = [_run_share(shares[0], stop, counts, tick=tick)]
-        progress.close()
+        results = [_run_share(o, 0, base_ms, stop, counts, tick=tick)]
     else:
-        results = _run_children(shares, stop)
-    result = LoadResult(
-        o, results, stop.is_set() or any(r.stopped for r in results), started_at,
-        datetime.now(UTC), base_ms,
-    )  # fmt: skip
+        results = _run_children(o, base_ms, stop, progress)
+    progress.close()
+    stopped = stop.is_set() or any(r.stopped for r in results)
+    result = LoadResult(o, results, stopped, started_at, datetime.now(UTC), base_ms)
     if unreachable := [r for r in results if r.error_kind == "unreachable"]:
         raise BrokerUnreachable(o.host, o.port, unreachable[0].error or "unknown")
     if o.manifest is not None:

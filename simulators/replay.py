@@ -14,11 +14,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from schemas.names import is_device, is_lab, is_sensor
-from schemas.telemetry import TsFormat, epoch_ms
+from schemas.telemetry import epoch_ms
 from schemas.times import from_epoch_ms, parse_rfc3339
 from simulators.faults import Faults
-from simulators.lab import Device, Form, LabSpec
-from simulators.models import Reading
+from simulators.lab import Device, LabSpec
+from simulators.models import DEFAULT_SEED, Reading
+from simulators.options import RunOptions
 from simulators.stream import Stream
 
 REQUIRED = ("device", "sensor", "time", "value")
@@ -87,12 +88,11 @@ def read_readings(path: str | Path, lab: str | None = None) -> tuple[list[Row], 
     return unique, len(rows) - len(unique)
 
 
-def replay_stream(
-    rows: list[Row], *, seed: int, form: Form, qos: int, batch: int, faults: Faults,
-    ts_format: TsFormat,
-) -> Stream:  # fmt: skip
+def replay_stream(rows: list[Row], options: RunOptions) -> Stream:
     """A `Stream` of the rows: one sample per (lab, device, instant), each device on its
-    typical interval (the median step between its readings, else 60 s) for the faults."""
+    typical interval (the median step between its readings, else 60 s) for the faults; the
+    options' seed, form (2), batch (10), qos (1), faults and ts_format apply."""
+    o = options
     samples = [
         (ms, lab, device, tuple(Reading(*r[:3], from_epoch_ms(ms), r[4]) for r in group))
         for (ms, lab, device), group in itertools.groupby(rows, key=lambda r: (r[3], r[0], r[1]))
@@ -100,6 +100,7 @@ def replay_stream(
     times: dict[str, dict[str, set[int]]] = {}
     for ms, lab, device, _ in samples:
         times.setdefault(lab, {}).setdefault(device, set()).add(ms)
+    qos, faults = 1 if o.qos is None else o.qos, Faults().with_rates(**o.faults)
     labs = []
     for lab, devices in times.items():
         specs = []
@@ -107,9 +108,18 @@ def replay_stream(
             steps = [b - a for a, b in itertools.pairwise(sorted(instants))]
             median = statistics.median(steps) if steps else 0
             interval = timedelta(milliseconds=median) if median >= 1 else DEFAULT_INTERVAL
-            specs.append(Device(device, "replay", "", (), interval, form, qos, batch))
+            specs.append(
+                Device(device, "replay", "", (), interval, o.form or 2, qos, o.batch or 10)
+            )
         labs.append(LabSpec(lab, "replayed from a file", tuple(specs), faults))
+    seed = DEFAULT_SEED if o.seed is None else o.seed
     start = from_epoch_ms(rows[0][3])
     return Stream(
-        labs, seed=seed, start=start, end=None, ts_format=ts_format, stagger=False, samples=samples
+        labs,
+        seed=seed,
+        start=start,
+        end=None,
+        ts_format=o.ts_format,
+        stagger=False,
+        samples=samples,
     )

@@ -31,7 +31,7 @@ def test_a_recorded_run_replays_to_another_lab_and_verifies(
     recorded = tmp_path / "recorded.csv"
     backfill(START, START + timedelta(hours=3), RunOptions(
         lab="elsewhere", devices=["aq-01", "sea-01", "energy-01"], host=mqtt_broker[0],
-        port=mqtt_broker[1], record=recorded, progress="off",
+        port=mqtt_broker[1], record=recorded, progress=False,
     ))  # fmt: skip
     start_worker()
     replayed = tmp_path / "replayed.csv"

@@ -64,7 +64,7 @@ def test_each_device_keeps_its_interval_and_form() -> None:
     assert [parse_rfc3339(o["ts"]) for o in sea] == [
         START + timedelta(minutes=5 * i) for i in range(3)
     ]
-    assert stream.expected_readings() == sum(len(m.readings) for m in messages) == stream.readings
+    assert stream.expected_readings == sum(len(m.readings) for m in messages) == stream.readings
     assert not stream.faults
 
 
