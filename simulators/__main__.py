@@ -27,11 +27,11 @@ from simulators.durations import format_duration, parse_duration
 from simulators.errors import SimulatorError
 from simulators.faults import Faults
 from simulators.manifest import Manifest
+from simulators.models import MODELS
 from simulators.options import RunOptions, SimSettings
 from simulators.replay import ReplayError
 from simulators.scenario import (
     DEFAULT_SCENARIO,
-    MODELS,
     Scenario,
     ScenarioError,
     builtin_scenarios,

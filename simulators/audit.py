@@ -203,26 +203,24 @@ def audit(
     began = time.monotonic()
     with AuditApi(api_url, api_key, timeout) as api:
         api.check()
-        observed = _observe(api, manifest)
-        last_key = [seen.key() for seen in observed.values()]
-        changed = logged = time.monotonic()
-        if not settled(manifest, observed) and wait > 0:
-            log.info("%s", _progress(manifest, observed))
-        took = time.monotonic() - began
-        while not settled(manifest, observed) and time.monotonic() - changed < wait:
-            # Never ask more often than one round of questions takes (a big lab's aggregate).
-            pause = max(poll_interval, took)
-            time.sleep(min(pause, max(0.0, wait - (time.monotonic() - changed))))
+        last_key: list[Any] | None = None
+        changed = logged = began
+        while True:
             asked = time.monotonic()
             observed = _observe(api, manifest)
-            took = time.monotonic() - asked
+            now = time.monotonic()
+            if settled(manifest, observed):
+                break
             if progressed := (key := [seen.key() for seen in observed.values()]) != last_key:
-                last_key, changed = key, time.monotonic()
-            if progressed or time.monotonic() - logged >= _LOG_EVERY:
+                last_key, changed = key, now
+            if now - changed >= wait:
+                log.info("no change for %g s: reporting what is stored", wait)
+                break
+            if progressed or now - logged >= _LOG_EVERY:
                 log.info("%s", _progress(manifest, observed))
-                logged = time.monotonic()
-        if not settled(manifest, observed):
-            log.info("no change for %g s: reporting what is stored", wait)
+                logged = now
+            # Never ask more often than one round of questions takes (a big lab's aggregate).
+            time.sleep(min(max(poll_interval, now - asked), wait - (now - changed)))
     return build_report(
         manifest, observed, api_url=api.base, strict_rejections=strict_rejections,
         waited=time.monotonic() - began,

@@ -56,26 +56,20 @@ class LabSpec:
         Raises ValueError naming what is unknown; a device left with no sensor is dropped.
         """
         chosen = list(self.devices)
+        for kind, wanted, known in (
+            ("device", devices, self.device_names),
+            ("sensor", sensors, sorted({s for d in self.devices for s in d.sensor_names})),
+        ):
+            if unknown := [x for x in wanted or () if x not in known]:
+                raise ValueError(
+                    f"unknown {kind}(s) {', '.join(unknown)} in lab {self.name!r}; "
+                    f"known: {', '.join(known)}"
+                )
         if devices is not None:
-            unknown = [d for d in devices if d not in self.device_names]
-            if unknown:
-                raise ValueError(
-                    f"unknown device(s) {', '.join(unknown)} in lab {self.name!r}; "
-                    f"known: {', '.join(self.device_names)}"
-                )
-            wanted = set(devices)
-            chosen = [d for d in chosen if d.name in wanted]
+            chosen = [d for d in chosen if d.name in devices]
         if sensors is not None:
-            known = {s for d in self.devices for s in d.sensor_names}
-            unknown = [s for s in sensors if s not in known]
-            if unknown:
-                raise ValueError(
-                    f"unknown sensor(s) {', '.join(unknown)} in lab {self.name!r}; "
-                    f"known: {', '.join(sorted(known))}"
-                )
-            wanted = set(sensors)
             chosen = [
-                replace(d, sensors=tuple(s for s in d.sensors if s.name in wanted)) for d in chosen
+                replace(d, sensors=tuple(s for s in d.sensors if s.name in sensors)) for d in chosen
             ]
             chosen = [d for d in chosen if d.sensors]
         if not chosen:

@@ -273,3 +273,17 @@ class Battery(SensorModel):
         phase = (ts / cycle + uniform(*series, "phase")) % 1.0
         v = 4.15 - 0.55 * phase - 0.05 * phase**4
         return v + smooth(series, ts, 3 * 3600, 0.01) + white(series, ts, 0.004)
+
+
+#: The models a scenario names, by the name it uses.
+MODELS: dict[str, type[SensorModel]] = {
+    "temperature": Temperature,
+    "humidity": Humidity,
+    "no2": NO2,
+    "pm25": PM25,
+    "sound_level": SoundLevel,
+    "sea_level": SeaLevel,
+    "energy_counter": EnergyCounter,
+    "occupancy": Occupancy,
+    "battery": Battery,
+}

@@ -12,20 +12,19 @@ publishes (``loop_start`` hands every packet to a thread: 21-27k msg/s here agai
 Flow control: at most `max_inflight` outstanding; paho's own window is off, as paho scans it
 on every PUBACK. A lost connection is retried with tenacity's exponential backoff (1, 2, 4 ...
 30 s), one warning per outage; paho re-sends unacknowledged QoS 1 messages on reconnect, and
-QoS 0 messages not yet written are lost (counted as `dropped`).
-
-The broker credential and TLS come from ``LIVELAB_MQTT_USERNAME``, ``LIVELAB_MQTT_PASSWORD``
-and ``LIVELAB_MQTT_TLS_CA`` (verify the broker with this CA file; set, TLS is on), so every run
-mode and each load-generator process connects the same way.
+QoS 0 messages not yet written are lost (counted as `dropped`). The credential and TLS CA come
+from ``LIVELAB_MQTT_USERNAME``, ``_PASSWORD`` and ``LIVELAB_MQTT_TLS_CA``, for every process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import secrets
 import select
+import threading
 import time
 from collections import deque
 from typing import Any, Literal, Protocol
@@ -50,6 +49,7 @@ RECONNECT_WAIT = tenacity.wait_exponential_jitter(initial=1, max=30, jitter=0.5)
 _MAX_MID = 65535  # paho's message ids: more QoS 1 messages in flight would collide
 _NOT_WRITTEN = (MQTTErrorCode.MQTT_ERR_NO_CONN, MQTTErrorCode.MQTT_ERR_CONN_LOST)
 _monotonic = time.monotonic
+_NEVER = threading.Event()  # `idle` without a stop flag waits on this
 
 
 class StopFlag(Protocol):
@@ -78,7 +78,6 @@ class Publisher:
         port: int = 1883,
         qos: int = 1,
         mqtt_version: MqttVersion = "3.1.1",
-        client_id: str | None = None,
         max_inflight: int = 1000,
         connect_timeout: float = 10.0,
         keepalive: int = 30,
@@ -95,23 +94,21 @@ class Publisher:
                 raise ValueError(what)
         self.host, self.port, self.qos, self.keepalive = host, port, qos, keepalive
         self.max_inflight, self.connect_timeout = max_inflight, connect_timeout
-        self.client_id = client_id or f"livelab-sim-{os.getpid()}-{secrets.token_hex(3)}"
-
+        self.client_id = f"livelab-sim-{os.getpid()}-{secrets.token_hex(3)}"
         self.sent = 0  # messages handed to paho
         self.acknowledged = 0  # acknowledged (QoS 1) or written to the socket (QoS 0)
         self.failed = 0  # refused: a PUBACK with a failure reason code (MQTT 5)
         self.dropped = 0  # QoS 0 messages lost with the connection (at most once)
+        self.reconnects = 0  # times the connection was lost (and re-established or retried)
+        self.connected = False  # CONNACK received on the current connection
         self._qos0: deque[mqtt.MQTTMessageInfo] = deque()  # QoS 0 waiting in paho's buffer
         self._poll_at = 0.0  # publish services the network at this time at the latest
-        self._connected = False  # CONNACK received on the current connection
         self._connect_error: str | None = None
         self._was_connected = False  # connect() succeeded once: losses are reconnected
         self._down_since: float | None = None  # monotonic time the current outage began
         self._retry_at = 0.0
         self._attempts = _attempts()  # of the current outage, for RECONNECT_WAIT
-        self._closing = False
         self._closed = False
-        self.reconnects = 0  # times the connection was lost (and re-established or retried)
 
         version, protocol = CallbackAPIVersion.VERSION2, _PROTOCOLS[mqtt_version]
         client = mqtt.Client(version, client_id=self.client_id, protocol=protocol)
@@ -138,7 +135,7 @@ class Publisher:
                 "MQTT broker at %s:%s refused the connection: %s", self.host, self.port, reason
             )
             return
-        self._connected = True
+        self.connected = True
         self._connect_error = None
         if self._down_since is not None:
             log.info(
@@ -150,8 +147,8 @@ class Publisher:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
-        self._connected = False
-        if not self._closing and self._was_connected and self._down_since is None:
+        self.connected = False
+        if not self._closed and self._was_connected and self._down_since is None:
             self._lost(str(reason))
 
     def _on_publish(
@@ -168,11 +165,6 @@ class Publisher:
         """Messages neither acknowledged (QoS 1), written out (QoS 0) nor dropped (QoS 0)."""
         return self.sent - self.acknowledged - self.dropped
 
-    @property
-    def connected(self) -> bool:
-        """True while connected to the broker (CONNACK received, connection not lost)."""
-        return self._connected
-
     def connect(self) -> None:
         """Connect and wait for the CONNACK; raise `BrokerUnreachable` if that fails."""
         client = self._client
@@ -181,7 +173,7 @@ class Publisher:
         except (OSError, ValueError) as exc:  # refused, unknown host, timeout: no socket left
             raise BrokerUnreachable(self.host, self.port, str(exc) or type(exc).__name__) from exc
         deadline = _monotonic() + self.connect_timeout
-        while not self._connected and self._connect_error is None:
+        while not self.connected and self._connect_error is None:
             sock = client.socket()
             left = deadline - _monotonic()
             if sock is None:
@@ -193,7 +185,7 @@ class Publisher:
                 client.loop_read()
                 if client.want_write():
                     client.loop_write()
-        if not self._connected:
+        if not self.connected:
             self._disconnect()
             raise BrokerUnreachable(self.host, self.port, self._connect_error or "not connected")
         self._was_connected = True
@@ -238,16 +230,12 @@ class Publisher:
 
     def wait_all(self, timeout: float | None = None) -> bool:
         """Service the network until nothing is outstanding; False if `timeout` s passed first."""
-        deadline = None if timeout is None else _monotonic() + timeout
+        deadline = _monotonic() + (math.inf if timeout is None else timeout)
         self._service(0.0)
         while self.outstanding > 0:
-            step = STOP_CHECK
-            if deadline is not None:
-                left = deadline - _monotonic()
-                if left <= 0:
-                    return False
-                step = min(step, left)
-            self._service(step)
+            if (left := deadline - _monotonic()) <= 0:
+                return False
+            self._service(min(STOP_CHECK, left))
         return True
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -258,7 +246,6 @@ class Publisher:
         try:
             drained = self.wait_all(timeout)
         finally:
-            self._closing = True
             self._closed = True
             self._disconnect()
         if self.dropped:
@@ -287,7 +274,7 @@ class Publisher:
         self._poll_at = _monotonic() + POLL_INTERVAL
         sock = client.socket()
         if sock is None:
-            if self._was_connected and not self._closing:
+            if self._was_connected and not self._closed:
                 if self._down_since is None:  # closed without paho telling us: still an outage
                     self._lost("the connection closed")
                 self._reconnect_if_due()
@@ -297,10 +284,7 @@ class Publisher:
             if sock is None:
                 wait = min(timeout, max(0.0, self._retry_at - _monotonic()))
                 if wait > 0:
-                    if stop is not None:
-                        stop.wait(wait)
-                    else:
-                        time.sleep(wait)
+                    (stop or _NEVER).wait(wait)
                 return
         if timeout > 0:
             self._wait_socket(sock, timeout)
@@ -358,13 +342,8 @@ class Publisher:
         try:
             self._client.reconnect()  # TCP connect + CONNECT; the CONNACK arrives in a later read
         except (OSError, ValueError) as exc:  # paho keeps no socket after a failed connect
-            log.debug(
-                "reconnecting to %s:%s failed (%s); next in %.0f s",
-                self.host,
-                self.port,
-                exc,
-                delay,
-            )
+            where = f"{self.host}:{self.port}"
+            log.debug("reconnecting to %s failed (%s); next in %.0f s", where, exc, delay)
 
     def _disconnect(self) -> None:
         client = self._client

@@ -2,63 +2,31 @@
 name and seed, ``[defaults]`` for devices, ``[faults]``, and ``[[labs]]`` of
 ``[[labs.devices]]`` (``count`` with a ``{i}`` name template) with their ``sensors`` (a name,
 a model of `MODELS` and its parameters). `load_scenario` raises `ScenarioError` naming the
-file, the place (``labs[0].devices[2].sensors[1].model``) and the problem, for every one.
-"""
+file, the place (``labs[0].devices[2].sensors[1].model``) and the problem, for every one."""
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.names import describe_bad_name, is_device, is_lab, is_sensor
 from schemas.telemetry import MAX_READINGS_PER_MESSAGE
 from simulators.durations import Duration
 from simulators.errors import ScenarioError
 from simulators.faults import Faults
-from simulators.lab import Device, LabSpec
-from simulators.models import (
-    DEFAULT_SEED,
-    NO2,
-    PM25,
-    Battery,
-    EnergyCounter,
-    Humidity,
-    Occupancy,
-    SeaLevel,
-    SensorModel,
-    SoundLevel,
-    Temperature,
-)
+from simulators.lab import Device, Form, LabSpec
+from simulators.models import DEFAULT_SEED, MODELS, SensorModel
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_SCENARIO = "oceanhamnen"
 MAX_DEVICES = 100_000
-
-MODELS: dict[str, type[SensorModel]] = {
-    "temperature": Temperature,
-    "humidity": Humidity,
-    "no2": NO2,
-    "pm25": PM25,
-    "sound_level": SoundLevel,
-    "sea_level": SeaLevel,
-    "energy_counter": EnergyCounter,
-    "occupancy": Occupancy,
-    "battery": Battery,
-}
 
 
 def _repeated(names: Iterable[str]) -> list[str]:
@@ -66,11 +34,25 @@ def _repeated(names: Iterable[str]) -> list[str]:
     return sorted(name for name, n in Counter(names).items() if n > 1)
 
 
-FormSetting = Literal[1, 2, 3, "senml"]
+def _named(kind: str, ok: Callable[[str], bool]) -> AfterValidator:
+    """A name field: `ok(name)`, else the rules for a `kind` name."""
+
+    def check(name: str) -> str:
+        if not ok(name):
+            raise ValueError(describe_bad_name(kind, name))
+        return name
+
+    return AfterValidator(check)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _known_model(name: str) -> str:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    return name
 
 
 class SensorConfig(BaseModel):
@@ -78,22 +60,8 @@ class SensorConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str
-    model: str
-
-    @field_validator("name")
-    @classmethod
-    def _sensor_name(cls, value: str) -> str:
-        if not is_sensor(value):
-            raise ValueError(describe_bad_name("sensor", value))
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; known: {', '.join(sorted(MODELS))}")
-        return value
+    name: Annotated[str, _named("sensor", is_sensor)]
+    model: Annotated[str, AfterValidator(_known_model)]
 
     @model_validator(mode="after")
     def _known_params(self) -> SensorConfig:
@@ -130,7 +98,7 @@ class SensorConfig(BaseModel):
 
 class DeviceDefaults(_Strict):
     interval: Duration = timedelta(seconds=60)
-    form: FormSetting = 2
+    form: Form = 2
     qos: Literal[0, 1] = 1
     batch: int = Field(default=10, ge=1, le=MAX_READINGS_PER_MESSAGE)
 
@@ -141,7 +109,7 @@ class DeviceConfig(_Strict):
     kind: str = ""
     description: str = ""
     interval: Duration | None = None
-    form: FormSetting | None = None
+    form: Form | None = None
     qos: Literal[0, 1] | None = None
     batch: int | None = Field(default=None, ge=1, le=MAX_READINGS_PER_MESSAGE)
     sensors: list[SensorConfig] = Field(min_length=1)
@@ -170,17 +138,10 @@ class DeviceConfig(_Strict):
 
 
 class LabConfig(_Strict):
-    name: str
+    name: Annotated[str, _named("lab", is_lab)]
     description: str = ""
     faults: Faults | None = None
     devices: list[DeviceConfig] = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _lab_name(cls, value: str) -> str:
-        if not is_lab(value):
-            raise ValueError(describe_bad_name("lab", value))
-        return value
 
 
 class ScenarioMeta(_Strict):
@@ -226,46 +187,26 @@ class Scenario:
 
 
 def _build(config: ScenarioFile, source: str) -> Scenario:
-    d = config.defaults
     labs = []
     for lab in config.labs:
         devices: list[Device] = []
         for dev in lab.devices:
             sensors = tuple(s.build() for s in dev.sensors)
-            for i in range(1, dev.count + 1):
-                devices.append(
-                    Device(
-                        name=dev.device_name(i),
-                        kind=dev.kind,
-                        description=dev.description,
-                        sensors=sensors,
-                        interval=dev.interval or d.interval,
-                        form=dev.form if dev.form is not None else d.form,
-                        qos=dev.qos if dev.qos is not None else d.qos,
-                        batch=dev.batch or d.batch,
-                    )
-                )
-        dup = _repeated(x.name for x in devices)
-        if dup:
+            own = dev.model_dump(include=set(DeviceDefaults.model_fields), exclude_none=True)
+            settings = config.defaults.model_dump() | own
+            devices += (
+                Device(dev.device_name(i), dev.kind, dev.description, sensors, **settings)
+                for i in range(1, dev.count + 1)
+            )
+        if dup := _repeated(x.name for x in devices):
             raise ScenarioError(
                 f"{source}: lab {lab.name!r}: device {', '.join(dup[:5])} appears twice"
             )
-        labs.append(
-            LabSpec(
-                name=lab.name,
-                description=lab.description,
-                devices=tuple(devices),
-                faults=lab.faults or config.faults,
-            )
-        )
+        faults = lab.faults or config.faults
+        labs.append(LabSpec(lab.name, lab.description, tuple(devices), faults))
     meta = config.scenario
-    return Scenario(
-        name=meta.name or Path(source).stem,
-        description=meta.description,
-        seed=meta.seed,
-        labs=tuple(labs),
-        source=source,
-    )
+    name = meta.name or Path(source).stem
+    return Scenario(name, meta.description, meta.seed, tuple(labs), source)
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
