@@ -24,19 +24,13 @@ from schemas.names import describe_bad_name, is_lab
 from schemas.times import parse_rfc3339
 from simulators import audit, loadgen, runner
 from simulators.durations import format_duration, parse_duration
-from simulators.errors import SimulatorError
+from simulators.errors import ScenarioError, SimulatorError
 from simulators.faults import Faults
 from simulators.manifest import Manifest
 from simulators.models import MODELS
 from simulators.options import RunOptions, SimSettings
 from simulators.replay import ReplayError
-from simulators.scenario import (
-    DEFAULT_SCENARIO,
-    Scenario,
-    ScenarioError,
-    builtin_scenarios,
-    load_scenario,
-)
+from simulators.scenario import DEFAULT_SCENARIO, Scenario, builtin_scenarios, load_scenario
 
 log = logging.getLogger("simulators")
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -104,12 +98,8 @@ def _form(ctx: Any, param: Any, value: str | None) -> Any:
 
 
 def _options(*decorators: Decorator) -> Decorator:
-    def apply(f: Callable[..., Any]) -> Callable[..., Any]:
-        for d in reversed(decorators):
-            f = d(f)
-        return f
-
-    return apply
+    """One decorator that applies all of `decorators`, the first outermost (click's order)."""
+    return lambda f: functools.reduce(lambda g, d: d(g), reversed(decorators), f)
 
 
 _opt = click.option

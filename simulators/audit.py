@@ -69,13 +69,9 @@ def compare_series(
 
 
 def build_report(
-    manifest: Manifest,
-    observed: Mapping[str, Observed],
-    *,
-    api_url: str = "",
-    strict_rejections: bool = False,
-    waited: float = 0.0,
-) -> AuditReport:
+    manifest: Manifest, observed: Mapping[str, Observed], *, api_url: str = "",
+    strict_rejections: bool = False, waited: float = 0.0,
+) -> AuditReport:  # fmt: skip
     """Compare what the API answered (`observed`, per lab) with the manifest."""
     m = manifest
     report = AuditReport(
@@ -188,15 +184,9 @@ def _progress(manifest: Manifest, observed: Mapping[str, Observed]) -> str:
 
 
 def audit(
-    manifest: Manifest,
-    *,
-    api_url: str,
-    api_key: str,
-    wait: float = DEFAULT_WAIT,
-    timeout: float = 10.0,
-    strict_rejections: bool = False,
-    poll_interval: float = 0.5,
-) -> AuditReport:
+    manifest: Manifest, *, api_url: str, api_key: str, wait: float = DEFAULT_WAIT,
+    timeout: float = 10.0, strict_rejections: bool = False, poll_interval: float = 0.5,
+) -> AuditReport:  # fmt: skip
     """Ask the API what the run's labs hold and compare with `manifest`, polling until every
     count matches or no count changed for `wait` seconds. Raises `AuditError` when the API
     cannot be reached, refuses the key or fails (5xx)."""
@@ -228,14 +218,9 @@ def audit(
 
 
 def run_audit(
-    manifest: Manifest,
-    *,
-    api_url: str,
-    api_key: str | None,
-    wait: float = DEFAULT_WAIT,
-    strict_rejections: bool = False,
-    json_path: str | Path | None = None,
-) -> int:
+    manifest: Manifest, *, api_url: str, api_key: str | None, wait: float = DEFAULT_WAIT,
+    strict_rejections: bool = False, json_path: str | Path | None = None,
+) -> int:  # fmt: skip
     """Audit and print the table (``livelab-sim audit`` and ``--verify``): 0 ok, 1 failed,
     2 usage error (no key, report not writable), 3 the API could not be asked."""
     if not api_key:

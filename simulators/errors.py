@@ -4,7 +4,8 @@ SimulatorError
 ├── BrokerUnreachable   the MQTT broker refused or did not answer the connection
 ├── PublishIncomplete   messages were still unacknowledged when the run had to end
 ├── ScenarioError       a scenario file that cannot be read or does not validate
-└── AuditError          the audit could not ask the API (unreachable, key refused, 5xx)
+└── AuditError          the audit could not ask the API (unreachable, key refused, 5xx);
+                        a mismatch is a failed `AuditReport`, not an error
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ class BrokerUnreachable(SimulatorError):
 
     def __init__(self, host: str, port: int, reason: str):
         super().__init__(f"cannot connect to MQTT broker at {host}:{port}: {reason}")
-        self.host = host
-        self.port = port
         self.reason = reason
 
 
@@ -28,19 +27,14 @@ class PublishIncomplete(SimulatorError):
     """Some QoS 1 messages were not acknowledged (or were refused) by the broker."""
 
     def __init__(self, unacked: int, failed: int, host: str, port: int):
-        parts = []
-        if unacked:
-            parts.append(f"{unacked} message(s) were not acknowledged")
-        if failed:
-            parts.append(f"{failed} message(s) were refused")
+        parts = [f"{unacked} message(s) were not acknowledged"] if unacked else []
+        parts += [f"{failed} message(s) were refused"] if failed else []
         super().__init__(f"MQTT broker at {host}:{port}: " + " and ".join(parts or ["incomplete"]))
-        self.unacked = unacked
-        self.failed = failed
 
 
 class ScenarioError(SimulatorError):
-    """A scenario file that cannot be read or does not validate."""
+    pass
 
 
 class AuditError(SimulatorError):
-    """The audit could not ask the API (a mismatch is a failed `AuditReport`, not an error)."""
+    pass

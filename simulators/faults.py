@@ -61,23 +61,15 @@ class Faults(BaseModel):
         """The eight rates by name (their settings, such as ``late_by``, left out)."""
         return {name: getattr(self, name) for name in RATES}
 
-    @property
-    def any(self) -> bool:
-        return any(self.rates().values())
-
     def with_rates(self, **rates: float) -> Faults:
         """A copy with some settings changed, validated (`--fault NAME=VALUE`)."""
         return Faults.model_validate({**self.model_dump(), **rates})
 
 
 def malformed_message(
-    kind: MalformedKind,
-    lab: str,
-    device: str,
-    sensors: tuple[str, ...],
-    time: datetime,
+    kind: MalformedKind, lab: str, device: str, sensors: tuple[str, ...], time: datetime,
     rng: random.Random,
-) -> tuple[str, bytes]:
+) -> tuple[str, bytes]:  # fmt: skip
     """A broken (topic, payload) of `kind` for `device`: ingest must reject all of it."""
     topic = topic_for(lab, device)
     sensor = sensors[0] if sensors else "value"

@@ -18,7 +18,7 @@ import multiprocessing
 import signal
 import threading
 import time
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -139,7 +139,7 @@ class LoadResult:
     @property
     def elapsed(self) -> float:
         """From the first process's first message to the last acknowledgement of any."""
-        active = [p for p in self.processes if p.finished > 0]
+        active = [p for p in self.processes if p.started > 0]
         return max(p.finished for p in active) - min(p.started for p in active) if active else 0.0
 
     @property
@@ -176,8 +176,7 @@ def _publish(
     o: LoadOptions, result: ProcessResult, base_ms: int, pub: Publisher, stop: StopFlag,
     tick: Callable[[int, int], None],
 ) -> None:  # fmt: skip
-    """Publish process `result.index`'s share on a connected `pub`, calling `tick(sent,
-    acked)` after every chunk."""
+    """Publish process `result.index`'s share on a connected `pub`."""
     topics = [
         f"livelab/{o.lab}/{device_name(result.index, n)}/telemetry" for n in range(result.devices)
     ]
@@ -214,19 +213,13 @@ def _publish(
 
 
 def _run_share(
-    o: LoadOptions, index: int, base_ms: int, stop: StopFlag, counts: MutableSequence[int],
-    barrier: Any = None, tick: Callable[[], None] | None = None,
+    o: LoadOptions, index: int, base_ms: int, stop: StopFlag, tick: Callable[[int, int], None],
+    barrier: Any = None,
 ) -> ProcessResult:  # fmt: skip
-    """Connect, (wait at `barrier` for the others,) publish process `index`'s share, drain;
-    errors go into the result. `counts[2 * index]` and the next: sent and acknowledged."""
+    """Connect, (wait at `barrier` for the others,) publish process `index`'s share, drain,
+    calling `tick(sent, acknowledged)` on the way; errors go into the result."""
     result = ProcessResult(index, split(o.devices, o.processes)[index])
     pub = Publisher(host=o.host, port=o.port, qos=o.qos, mqtt_version=o.mqtt_version)
-
-    def report(sent: int, acked: int) -> None:
-        counts[2 * index], counts[2 * index + 1] = sent, acked
-        if tick is not None:
-            tick()
-
     try:
         pub.connect()
     except BrokerUnreachable as exc:
@@ -236,11 +229,11 @@ def _run_share(
         return result
     try:
         if barrier is not None:
-            try:
-                barrier.wait(READY_TIMEOUT)
-            except threading.BrokenBarrierError:
-                stop = _SET
-        _publish(o, result, base_ms, pub, stop, report)
+            barrier.wait(READY_TIMEOUT)
+        _publish(o, result, base_ms, pub, stop, tick)
+        pub.close()
+    except threading.BrokenBarrierError:  # another process could not connect: publish nothing
+        result.stopped = True
         pub.close()
     except PublishIncomplete as exc:
         result.error_kind, result.error = "incomplete", str(exc)
@@ -251,12 +244,10 @@ def _run_share(
     finally:
         result.finished = time.monotonic()
         result.messages, result.acked, result.failed = pub.sent, pub.acknowledged, pub.failed
-        report(result.messages, result.acked)
+        tick(result.messages, result.acked)
     return result
 
 
-_SET = threading.Event()
-_SET.set()
 _child: dict[str, Any] = {}  # a child's stop event, barrier and counters (from the initializer)
 
 
@@ -269,7 +260,10 @@ def _init_child(stop: Any, barrier: Any, counts: Any, log_level: int) -> None:
 
 
 def _child_share(o: LoadOptions, index: int, base_ms: int) -> ProcessResult:
-    return _run_share(o, index, base_ms, _child["stop"], _child["counts"], _child["barrier"])
+    def tick(sent: int, acked: int) -> None:  # the parent reads them for its progress line
+        _child["counts"][2 * index : 2 * index + 2] = sent, acked
+
+    return _run_share(o, index, base_ms, _child["stop"], tick, _child["barrier"])
 
 
 def _run_children(
@@ -319,12 +313,11 @@ def run_load(options: LoadOptions, stop: threading.Event | None = None) -> LoadR
     started_at = datetime.now(UTC)
     progress = Progress("load", None, "messages", o.progress_every)
     if o.processes == 1:
-        counts = [0, 0]
 
-        def tick() -> None:
-            progress.update(counts[0], lambda: f"{counts[0] - counts[1]} awaiting ack")
+        def tick(sent: int, acked: int) -> None:
+            progress.update(sent, lambda: f"{sent - acked} awaiting ack")
 
-        results = [_run_share(o, 0, base_ms, stop, counts, tick=tick)]
+        results = [_run_share(o, 0, base_ms, stop, tick)]
     else:
         results = _run_children(o, base_ms, stop, progress)
     progress.close()

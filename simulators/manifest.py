@@ -15,14 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    Field,
-    ValidationError,
-    computed_field,
-    field_serializer,
-    field_validator,
-)
+from pydantic import BaseModel, Field, computed_field, field_serializer, field_validator
 
 _MS = timedelta(milliseconds=1)
 
@@ -97,5 +90,5 @@ class Manifest(BaseModel):
         """Read a manifest; ValueError with the file name when it is not one."""
         try:
             return cls.model_validate_json(Path(path).read_bytes())
-        except ValidationError as exc:
+        except ValueError as exc:  # a pydantic ValidationError
             raise ValueError(f"{path}: not a livelab-sim manifest ({exc})") from exc

@@ -72,16 +72,10 @@ class Publisher:
     connection). Not thread-safe."""
 
     def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 1883,
-        qos: int = 1,
-        mqtt_version: MqttVersion = "3.1.1",
-        max_inflight: int = 1000,
-        connect_timeout: float = 10.0,
-        keepalive: int = 30,
-    ) -> None:
+        self, *, host: str = "127.0.0.1", port: int = 1883, qos: int = 1,
+        mqtt_version: MqttVersion = "3.1.1", max_inflight: int = 1000,
+        connect_timeout: float = 10.0, keepalive: int = 30,
+    ) -> None:  # fmt: skip
         for bad, what in (
             (qos not in (0, 1), f"qos must be 0 or 1, not {qos!r}"),
             (mqtt_version not in _PROTOCOLS, f"mqtt_version must be 3.1.1 or 5: {mqtt_version!r}"),
@@ -174,17 +168,13 @@ class Publisher:
             raise BrokerUnreachable(self.host, self.port, str(exc) or type(exc).__name__) from exc
         deadline = _monotonic() + self.connect_timeout
         while not self.connected and self._connect_error is None:
-            sock = client.socket()
             left = deadline - _monotonic()
-            if sock is None:
+            if client.socket() is None:
                 self._connect_error = "the broker closed the connection"
             elif left <= 0:
                 self._connect_error = f"no CONNACK within {self.connect_timeout:g} s"
             else:
-                self._wait_socket(sock, min(left, STOP_CHECK))
-                client.loop_read()
-                if client.want_write():
-                    client.loop_write()
+                self._service(min(left, STOP_CHECK))
         if not self.connected:
             self._disconnect()
             raise BrokerUnreachable(self.host, self.port, self._connect_error or "not connected")

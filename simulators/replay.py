@@ -108,18 +108,12 @@ def replay_stream(rows: list[Row], options: RunOptions) -> Stream:
             steps = [b - a for a, b in itertools.pairwise(sorted(instants))]
             median = statistics.median(steps) if steps else 0
             interval = timedelta(milliseconds=median) if median >= 1 else DEFAULT_INTERVAL
-            specs.append(
-                Device(device, "replay", "", (), interval, o.form or 2, qos, o.batch or 10)
-            )
+            form, batch = o.form or 2, o.batch or 10
+            specs.append(Device(device, "replay", "", (), interval, form, qos, batch))
         labs.append(LabSpec(lab, "replayed from a file", tuple(specs), faults))
     seed = DEFAULT_SEED if o.seed is None else o.seed
     start = from_epoch_ms(rows[0][3])
     return Stream(
-        labs,
-        seed=seed,
-        start=start,
-        end=None,
-        ts_format=o.ts_format,
-        stagger=False,
+        labs, seed=seed, start=start, end=None, ts_format=o.ts_format, stagger=False,
         samples=samples,
-    )
+    )  # fmt: skip

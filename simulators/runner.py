@@ -154,13 +154,9 @@ class Run:
         return f"{summary.messages} messages, {self.pub.outstanding} awaiting ack"
 
     def publish(
-        self,
-        stream: Stream,
-        summary: Summary,
-        schedule: Callable[[float], float] | None = None,
-        deadline: float = math.inf,
-        every: float = 5.0,
-    ) -> None:
+        self, stream: Stream, summary: Summary, schedule: Callable[[float], float] | None = None,
+        deadline: float = math.inf, every: float = 5.0,
+    ) -> None:  # fmt: skip
         """Publish `stream`: at once, or when `schedule(at)` (epoch seconds) has come; stop at
         `deadline` (epoch seconds, waited for) or `stop`, then send what faults held back.
         Progress every `every` seconds."""
@@ -246,13 +242,9 @@ def backfill(start: datetime, end: datetime, options: RunOptions) -> Summary:
 
 
 def live(
-    options: RunOptions,
-    *,
-    rate: float | None = None,
-    history: timedelta | float | None = None,
-    history_interval: timedelta | float = timedelta(seconds=60),
-    duration: float | None = None,
-) -> Summary:
+    options: RunOptions, *, rate: float | None = None, history: timedelta | float | None = None,
+    history_interval: timedelta | float = timedelta(seconds=60), duration: float | None = None,
+) -> Summary:  # fmt: skip
     """Backfill `history` up to now, then publish in real time until `stop` is set or
     `duration` seconds have passed. Each device publishes on its own interval (staggered
     within it); `rate` sets a total number of messages per second instead."""

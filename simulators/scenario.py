@@ -177,14 +177,6 @@ class Scenario:
     labs: tuple[LabSpec, ...]
     source: str
 
-    @property
-    def devices(self) -> int:
-        return sum(len(lab.devices) for lab in self.labs)
-
-    @property
-    def series(self) -> int:
-        return sum(len(d.sensors) for lab in self.labs for d in lab.devices)
-
 
 def _build(config: ScenarioFile, source: str) -> Scenario:
     labs = []

@@ -21,16 +21,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from schemas import telemetry
 from schemas.names import topic_for
 from schemas.telemetry import (
     MAX_PAYLOAD_BYTES,
     MAX_READINGS_PER_MESSAGE,
     TsFormat,
-    encode,
     epoch_ms,
     from_ms,
-    now_values,
-    timed_values,
 )
 from simulators.faults import malformed_message
 from simulators.lab import Device, Form, LabSpec
@@ -44,8 +42,8 @@ def instant(readings: Sequence[Reading], form: Form, ts_format: TsFormat = "rfc3
     """One instant of one device as a form 1 or form 2 payload."""
     values = {r.sensor: r.value for r in readings}
     if form == 1:
-        return encode(now_values(values))
-    return encode(timed_values(readings[0].time, values, ts_format=ts_format))
+        return telemetry.encode(telemetry.now_values(values))
+    return telemetry.encode(telemetry.timed_values(readings[0].time, values, ts_format=ts_format))
 
 
 def senml(readings: Sequence[Reading], units: Mapping[str, str]) -> bytes:
@@ -56,7 +54,7 @@ def senml(readings: Sequence[Reading], units: Mapping[str, str]) -> bytes:
         if r.sensor in units:
             records[-1]["u"] = units[r.sensor]
     records[0] = {"bt": epoch_ms(readings[0].time) / 1000, **records[0]}
-    return encode(records)
+    return telemetry.encode(records)
 
 
 class Batch:
@@ -130,17 +128,10 @@ class Stream:
     """
 
     def __init__(
-        self,
-        labs: Sequence[LabSpec],
-        *,
-        seed: int,
-        start: datetime,
-        end: datetime | None,
-        ts_format: TsFormat = "rfc3339",
-        timed_only: bool = False,
-        stagger: bool = True,
+        self, labs: Sequence[LabSpec], *, seed: int, start: datetime, end: datetime | None,
+        ts_format: TsFormat = "rfc3339", timed_only: bool = False, stagger: bool = True,
         samples: Sequence[tuple[int, str, str, tuple[Reading, ...]]] | None = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.seed, self.ts_format = seed, ts_format
         self.faults: Counter[str] = Counter()
         self.samples = 0  # device instants generated (before faults)
@@ -155,13 +146,11 @@ class Stream:
         for lab in labs:
             for device in lab.devices:
                 state = _DeviceState(
-                    lab.name,
-                    device,
-                    topic_for(lab.name, device.name),
+                    lab.name, device, topic_for(lab.name, device.name),
                     max(1, round(device.interval / _MS)),
                     2 if timed_only and device.form == 1 else device.form,
                     random.Random(f"{seed}\x1f{device.name}\x1ffaults"),
-                )
+                )  # fmt: skip
                 if lab.faults.clock_skew and state.rng.random() < lab.faults.clock_skew:
                     max_ms = round(lab.faults.clock_skew_max / _MS)
                     state.skew_ms = state.rng.randint(-max_ms, max_ms) or 1
