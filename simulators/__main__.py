@@ -39,9 +39,6 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 settings = functools.cache(SimSettings)  # read once, when a default is first needed
 
 
-# -- option types -------------------------------------------------------------------------------
-
-
 def _duration(ctx: Any, param: Any, value: str | None) -> timedelta | None:
     try:
         return None if value is None else parse_duration(value)
@@ -172,19 +169,14 @@ def cli() -> None:
     publish their telemetry to MQTT, inject faults, and audit what the service stored."""
 
 
-# -- the runs -----------------------------------------------------------------------------------
-
-
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def handle(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        name = signal.Signals(signum).name
-        log.warning(
-            "%s: stopping after outstanding messages are acknowledged (again to abort)", name
-        )
+        what = "stopping after outstanding messages are acknowledged (again to abort)"
+        log.warning("%s: %s", signal.Signals(signum).name, what)
         stop.set()
 
     signal.signal(signal.SIGINT, handle)
@@ -193,11 +185,8 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s livelab-sim: %(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.WARNING if quiet else logging.INFO  # to stderr
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s livelab-sim: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per audit request
 
 
@@ -229,19 +218,14 @@ def _run(mode: str, p: dict[str, Any], call: Callable[[RunOptions], runner.Summa
     _logging(p["quiet"])
     if p["verify"] and not p["api_key"]:
         raise click.UsageError("--verify needs an API key: --api-key KEY or LIVELAB_API_KEY")
-    if p["metrics_port"]:
+    if port := p["metrics_port"]:
         try:
-            prometheus_client.start_http_server(p["metrics_port"], addr="127.0.0.1")
+            prometheus_client.start_http_server(port, addr="127.0.0.1")
         except OSError as exc:
-            raise click.UsageError(
-                f"cannot serve metrics on port {p['metrics_port']}: {exc}"
-            ) from None
+            raise click.UsageError(f"cannot serve metrics on port {port}: {exc}") from None
     manifest = Manifest(mode=mode)
-    options = RunOptions(
-        **_given(RunOptions, {**p, "manifest": manifest}),
-        stop=_stop_on_signals(),
-        progress=not p["quiet"],
-    )
+    given = _given(RunOptions, {**p, "manifest": manifest})
+    options = RunOptions(**given, stop=_stop_on_signals(), progress=not p["quiet"])
     try:
         with _exit_status():
             summary = call(options)
@@ -371,9 +355,6 @@ def audit_cmd(**p: Any) -> None:
     except (OSError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(_audit(manifest, p))
-
-
-# -- what there is ------------------------------------------------------------------------------
 
 
 def _describe(scenario: Scenario) -> str:

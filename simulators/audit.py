@@ -47,11 +47,6 @@ class Observed:
     rejections: int | None = None  # None: 404
     error: str | None = None  # the lab could not be audited (404)
 
-    def key(self) -> tuple[Any, ...]:
-        """What a change of is progress (the range's end moves with open_end: left out)."""
-        stored = None if self.stored is None else sorted(self.stored.items())
-        return (stored, self.rejections, self.error)
-
 
 def compare_series(
     lab: str, expected: Mapping[SeriesKey, int], stored: Mapping[SeriesKey, int]
@@ -201,7 +196,9 @@ def audit(
             now = time.monotonic()
             if settled(manifest, observed):
                 break
-            if progressed := (key := [seen.key() for seen in observed.values()]) != last_key:
+            # A change of these is progress (the range's end moves with open_end: left out).
+            key = [(seen.stored, seen.rejections, seen.error) for seen in observed.values()]
+            if progressed := key != last_key:
                 last_key, changed = key, now
             if now - changed >= wait:
                 log.info("no change for %g s: reporting what is stored", wait)

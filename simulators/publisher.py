@@ -152,8 +152,6 @@ class Publisher:
         if reason.is_failure:
             self.failed += 1
 
-    # -- public API --
-
     @property
     def outstanding(self) -> int:
         """Messages neither acknowledged (QoS 1), written out (QoS 0) nor dropped (QoS 0)."""
@@ -194,9 +192,11 @@ class Publisher:
         while self.sent - self.acknowledged - self.dropped >= self.max_inflight:
             self._service(0.05)
         info = self._client.publish(topic, payload, qos)
-        self.sent += 1
-        if info.rc:
-            self._not_written(info.rc, qos, topic)
+        if info.rc and info.rc not in _NOT_WRITTEN:
+            raise RuntimeError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
+        self.sent += 1  # not written for want of a connection: paho re-sends QoS 1 on reconnect
+        if qos == 0 and info.rc:
+            self.dropped += 1  # ... but keeps no QoS 0 message for it
         elif qos == 0 and not info.is_published():
             self._qos0.append(info)  # the socket's buffer is full: paho holds the packet
         if not self.sent % POLL_EVERY or _monotonic() >= self._poll_at:
@@ -256,8 +256,6 @@ class Publisher:
             with contextlib.suppress(PublishIncomplete):
                 self.close(timeout=2.0)
 
-    # -- the network --
-
     def _service(self, timeout: float, stop: StopFlag | None = None) -> None:
         """One round of network work, waiting up to `timeout` s for the socket."""
         client = self._client
@@ -290,15 +288,6 @@ class Publisher:
         wlist = [sock] if self._client.want_write() else []
         with contextlib.suppress(OSError, ValueError):  # closed under us: the read will tell
             select.select([sock], wlist, [], timeout)
-
-    def _not_written(self, rc: int, qos: int, topic: str) -> None:
-        if rc in _NOT_WRITTEN:
-            if qos == 0:
-                self.dropped += 1  # paho keeps no QoS 0 message for after the reconnect
-            # QoS 1: paho keeps it and sends it once reconnected
-            return
-        self.sent -= 1
-        raise RuntimeError(f"publish to {topic!r} failed: {mqtt.error_string(rc)}")
 
     def _settle_qos0(self) -> None:
         """QoS 0 packets paho held: written (counted by on_publish) or lost at a reconnect."""

@@ -13,7 +13,7 @@ import statistics
 from datetime import timedelta
 from pathlib import Path
 
-from schemas.names import is_device, is_lab, is_sensor
+from schemas.names import describe_bad_name, is_device, is_lab, is_sensor
 from schemas.telemetry import epoch_ms
 from schemas.times import from_epoch_ms, parse_rfc3339
 from simulators.faults import Faults
@@ -35,11 +35,13 @@ def _row(line: dict[str, str], lab: str | None) -> Row:
     """One CSV line as a `Row`; ValueError saying what is wrong with it."""
     lab = lab or line["lab"]
     device, sensor, time, value = (line[c] for c in REQUIRED)
-    for kind, name, ok in (("lab", lab, is_lab), ("device", device, is_device)):
+    for kind, name, ok in (
+        ("lab", lab, is_lab),
+        ("device", device, is_device),
+        ("sensor", sensor, is_sensor),
+    ):
         if not ok(name):
-            raise ValueError(f"{kind} name outside a-z 0-9 _ -")
-    if not is_sensor(sensor):
-        raise ValueError("sensor name outside the alphabet")
+            raise ValueError(describe_bad_name(kind, name))
     try:
         ms = epoch_ms(parse_rfc3339(time))
     except ValueError:

@@ -84,16 +84,11 @@ class Summary:
         )
         if self.faults:
             text += "\n  faults injected:"
+        kinds = [f"{k.split(':')[1]} {n}" for k, n in sorted(self.faults.items()) if ":" in k]
         for key, what in _FAULT_TEXT.items():
             if self.faults.get(key):
                 text += f"\n    {key:<17} {self.faults[key]:>9}  {what}"
-                if key == "malformed":
-                    kinds = sorted(
-                        (k.removeprefix("malformed:"), n)
-                        for k, n in self.faults.items()
-                        if ":" in k
-                    )
-                    text += " (" + ", ".join(f"{k} {n}" for k, n in kinds) + ")"
+                text += f" ({', '.join(kinds)})" if key == "malformed" else ""
         return text if self.history is None else f"{self.history}\n{text}"
 
 

@@ -201,13 +201,6 @@ def _build(config: ScenarioFile, source: str) -> Scenario:
     return Scenario(name, meta.description, meta.seed, tuple(labs), source)
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
     """A scenario from parsed TOML; ScenarioError lists every problem with its place."""
     try:
@@ -220,7 +213,8 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
                 msg = "unknown key"
             elif err["type"] == "literal_error":
                 msg = f"{msg}, not {err['input']!r}"
-            problems.append(f"  {_where(err['loc']) or '(top level)'}: {msg}")
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+            problems.append(f"  {where.removeprefix('.') or '(top level)'}: {msg}")
         raise ScenarioError(f"{source}: invalid scenario:\n" + "\n".join(problems)) from None
     return _build(config, source)
 

@@ -23,13 +23,7 @@ from typing import Any
 
 from schemas import telemetry
 from schemas.names import topic_for
-from schemas.telemetry import (
-    MAX_PAYLOAD_BYTES,
-    MAX_READINGS_PER_MESSAGE,
-    TsFormat,
-    epoch_ms,
-    from_ms,
-)
+from schemas.telemetry import MAX_PAYLOAD_BYTES, MAX_READINGS_PER_MESSAGE, TsFormat
 from simulators.faults import malformed_message
 from simulators.lab import Device, Form, LabSpec
 from simulators.models import Reading, uniform
@@ -53,7 +47,7 @@ def senml(readings: Sequence[Reading], units: Mapping[str, str]) -> bytes:
         records.append({"n": r.sensor, "v": r.value})
         if r.sensor in units:
             records[-1]["u"] = units[r.sensor]
-    records[0] = {"bt": epoch_ms(readings[0].time) / 1000, **records[0]}
+    records[0] = {"bt": telemetry.epoch_ms(readings[0].time) / 1000, **records[0]}
     return telemetry.encode(records)
 
 
@@ -140,7 +134,8 @@ class Stream:
         self._seq = itertools.count()
         self._lab_faults = {lab.name: lab.faults for lab in labs}
         self._devices: list[_DeviceState] = []
-        start_ms, end_ms = epoch_ms(start), None if end is None else epoch_ms(end)
+        start_ms = telemetry.epoch_ms(start)
+        end_ms = None if end is None else telemetry.epoch_ms(end)
         due: list[tuple[int, int]] = []  # (first sample ms, device index)
         expected = 0
         for lab in labs:
@@ -214,14 +209,12 @@ class Stream:
         while self._out:
             yield heapq.heappop(self._out)[2]
 
-    # -- samples and faults --
-
     def _push(self, message: Outgoing) -> None:
         heapq.heappush(self._out, (message.at, next(self._seq), message))
 
     def _readings(self, state: _DeviceState, t_ms: int) -> list[Reading]:
-        t = from_ms(t_ms)
-        stamp = from_ms(t_ms + state.skew_ms) if state.skew_ms else t
+        t = telemetry.from_ms(t_ms)
+        stamp = telemetry.from_ms(t_ms + state.skew_ms) if state.skew_ms else t
         seed, name, lab = self.seed, state.device.name, state.lab
         return [
             Reading(lab, name, s.name, stamp, s.value(seed, name, t)) for s in state.device.sensors
@@ -244,7 +237,7 @@ class Stream:
         if given is None:
             readings = self._readings(state, t_ms)
         elif state.skew_ms:
-            readings = [r._replace(time=from_ms(t_ms + state.skew_ms)) for r in given]
+            readings = [r._replace(time=telemetry.from_ms(t_ms + state.skew_ms)) for r in given]
         else:
             readings = list(given)
         if faults.drop:
@@ -266,7 +259,7 @@ class Stream:
             kind = rng.choice(faults.malformed_kinds)
             device = state.device
             topic, payload = malformed_message(
-                kind, state.lab, device.name, device.sensor_names, from_ms(t_ms), rng
+                kind, state.lab, device.name, device.sensor_names, telemetry.from_ms(t_ms), rng
             )
             self.faults["malformed"] += 1
             self.faults[f"malformed:{kind}"] += 1
