@@ -198,7 +198,7 @@ def _exit_status() -> Iterator[None]:
     except (ReplayError, ScenarioError) as exc:
         click.echo(f"livelab-sim: {exc}", err=True)
         sys.exit(2)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # OSError: a file named on the command line
         raise click.UsageError(str(exc)) from None
     except SimulatorError as exc:
         click.echo(f"livelab-sim: error: {exc}", err=True)
@@ -350,10 +350,8 @@ def audit_cmd(**p: Any) -> None:
     range and how many rejections each lab gained, print a per-series table; exit 1 if a
     single reading is missing or doubled."""
     _logging(p["quiet"])
-    try:
+    with _exit_status():
         manifest = Manifest.load(p["manifest"])
-    except (OSError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
     sys.exit(_audit(manifest, p))
 
 
@@ -362,10 +360,8 @@ def _describe(scenario: Scenario) -> str:
     for lab in scenario.labs:
         rate = sum(1 / d.interval.total_seconds() for d in lab.devices)
         series = sum(len(d.sensors) for d in lab.devices)
-        lines.append(
-            f"  lab {lab.name}: {len(lab.devices)} devices, {series} series, "
-            f"about {rate:.2f} messages/s live"
-        )
+        what = f"{len(lab.devices)} devices, {series} series, about {rate:.2f} messages/s live"
+        lines.append(f"  lab {lab.name}: {what}")
         active = [f"{k} {v:g}" for k, v in lab.faults.rates().items() if v]
         lines.append(f"    faults: {', '.join(active) if active else 'none'}")
     return "\n".join(lines)
@@ -376,7 +372,7 @@ def _describe(scenario: Scenario) -> str:
 def devices(scenario: str, lab: str | None) -> None:
     """List the scenario's devices: interval, form, sensors and units."""
     with _exit_status():
-        labs = runner.resolve_labs(RunOptions(scenario=scenario, lab=lab))[1]
+        labs = runner.resolve_labs(RunOptions(scenario=scenario, lab=lab)).labs
     for spec in labs:
         click.echo(f"lab {spec.name}: {spec.description}")
         for d in spec.devices:
@@ -407,12 +403,9 @@ def models() -> None:
     """List the sensor models a scenario can use, with their parameters."""
     for name, cls in MODELS.items():
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        params = [
-            f"{f.name}={f.default!r}"
-            for f in dataclasses.fields(cls)
-            if f.name != "name" and f.default is not dataclasses.MISSING
-        ]
-        click.echo(f"{name:<15} {doc}\n{'':<15} parameters: {', '.join(params)}")
+        fields = [f for f in dataclasses.fields(cls)[1:] if f.default is not dataclasses.MISSING]
+        params = ", ".join(f"{f.name}={f.default!r}" for f in fields)  # all but the name
+        click.echo(f"{name:<15} {doc}\n{'':<15} parameters: {params}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

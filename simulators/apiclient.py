@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -21,14 +20,6 @@ from simulators.errors import AuditError
 SeriesKey = tuple[str, str]  # (device, sensor)
 REJECTION_PAGE = 1000  # the API's largest page
 MIN_SPLIT = timedelta(days=62)  # never split a refused range shorter than this
-
-
-def sum_counts(rows: Iterable[Mapping[str, Any]]) -> Counter[SeriesKey]:
-    """Readings per (device, sensor) from aggregate rows with a `count` (one per bucket)."""
-    counts: Counter[SeriesKey] = Counter()
-    for row in rows:
-        counts[(str(row["device"]), str(row["sensor"]))] += int(row["count"] or 0)
-    return counts
 
 
 def _reason(exc: BaseException) -> str:
@@ -67,9 +58,8 @@ class AuditApi(httpx.Client):
                 f"the API at {self.base} did not answer GET {path} within {self.timeout.read:g} s"
             ) from None
         except httpx.TransportError as exc:
-            hint = (
-                "; is `livelab-api serve` running?" if isinstance(exc, httpx.ConnectError) else ""
-            )
+            connect = isinstance(exc, httpx.ConnectError)
+            hint = "; is `livelab-api serve` running?" if connect else ""
             raise AuditError(f"cannot reach the API at {self.base}: {_reason(exc)}{hint}") from None
         if resp.status_code in accept:
             return resp
@@ -104,7 +94,10 @@ class AuditApi(httpx.Client):
         path = f"/v1/labs/{quote(lab, safe='')}/aggregates"
         body = self.ask(path, params, accept=(400, 404))
         if not isinstance(body, httpx.Response):
-            return sum_counts(body["data"])
+            counts: Counter[SeriesKey] = Counter()
+            for row in body["data"]:  # one per series and bucket
+                counts[(str(row["device"]), str(row["sensor"]))] += int(row["count"] or 0)
+            return counts
         if body.status_code == 404:
             return None
         if end - start <= MIN_SPLIT:

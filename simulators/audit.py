@@ -22,7 +22,7 @@ from typing import Any
 
 from simulators.apiclient import AuditApi, SeriesKey
 from simulators.errors import AuditError
-from simulators.manifest import LabManifest, Manifest, write_json
+from simulators.manifest import Manifest, write_json
 from simulators.report import AuditReport, LabAudit, Rejections, SeriesRow, Status
 
 log = logging.getLogger(__name__)
@@ -94,42 +94,37 @@ def build_report(
             series=compare_series(name, spec.series, seen.stored or Counter()),
         )  # fmt: skip
         report.labs.append(lab)
-        _judge(report, lab, spec, seen)
+        if seen.error is not None:
+            report.problems.append(f"{name}: {seen.error}")
+            continue
+        if seen.stored is None and spec.readings:
+            report.problems.append(f"{name}: readings were not checked (the manifest has no range)")
+        elif seen.stored is None:
+            report.notes.append(f"{name}: no readings expected and no range: readings not checked")
+        for status, template in (
+            ("missing", "{n} reading(s) missing in {k} series"),
+            ("doubled", "{n} reading(s) more than expected (doubled) in {k} series"),
+            ("unexpected", "{n} unexpected reading(s) in {k} series the manifest does not name"),
+        ):
+            if bad := [r for r in lab.series if r.status == status]:
+                what = template.format(n=sum(abs(r.diff) for r in bad), k=len(bad))
+                shown = ", ".join(f"{r.device}/{r.sensor} {r.diff:+d}" for r in bad[:5])
+                more = f", and {len(bad) - 5} more" if len(bad) > 5 else ""
+                report.problems.append(f"{name}: {what} ({shown}{more})")
+        found, want = seen.rejections, spec.rejections
+        if found is not None and found < want:
+            report.problems.append(
+                f"{name}: {want - found} rejection(s) missing ({found} of {want} found since "
+                "the run started): a rejection lost is a message dropped in silence"
+            )
+        elif found is not None and found > want:
+            text = f"{name}: {found - want} more rejection(s) than the run injected "
+            text += f"({found} found, {want} expected)"
+            if strict_rejections:
+                report.problems.append(text + " (--strict-rejections)")
+            else:
+                report.notes.append(f"{text}; {REDELIVERY_NOTE}")
     return report
-
-
-def _judge(report: AuditReport, lab: LabAudit, spec: LabManifest, seen: Observed) -> None:
-    name = lab.lab
-    if seen.error is not None:
-        report.problems.append(f"{name}: {seen.error}")
-        return
-    if seen.stored is None and spec.readings:
-        report.problems.append(f"{name}: readings were not checked (the manifest has no range)")
-    elif seen.stored is None:
-        report.notes.append(f"{name}: no readings expected and no range: readings not checked")
-    for status, template in (
-        ("missing", "{n} reading(s) missing in {k} series"),
-        ("doubled", "{n} reading(s) more than expected (doubled) in {k} series"),
-        ("unexpected", "{n} unexpected reading(s) in {k} series the manifest does not name"),
-    ):
-        if bad := [r for r in lab.series if r.status == status]:
-            what = template.format(n=sum(abs(r.diff) for r in bad), k=len(bad))
-            shown = ", ".join(f"{r.device}/{r.sensor} {r.diff:+d}" for r in bad[:5])
-            more = f", and {len(bad) - 5} more" if len(bad) > 5 else ""
-            report.problems.append(f"{name}: {what} ({shown}{more})")
-    found, want = lab.rejections.found, lab.rejections.expected
-    if found is not None and found < want:
-        report.problems.append(
-            f"{name}: {want - found} rejection(s) missing ({found} of {want} found since the "
-            "run started): a rejection lost is a message dropped in silence"
-        )
-    elif found is not None and found > want:
-        text = f"{name}: {found - want} more rejection(s) than the run injected "
-        text += f"({found} found, {want} expected)"
-        if report.strict_rejections:
-            report.problems.append(text + " (--strict-rejections)")
-        else:
-            report.notes.append(f"{text}; {REDELIVERY_NOTE}")
 
 
 def settled(manifest: Manifest, observed: Mapping[str, Observed]) -> bool:

@@ -1,9 +1,5 @@
-"""Fault rates (``[faults]`` of a scenario; the table is in README's Simulators section) and
-the malformed messages. Each rate is a probability, 0 (off) by default: ``drop`` per reading;
-``duplicate`` (not for form 1: without a time a copy is a new reading), ``out_of_order``,
-``late``, ``malformed`` (one of ``malformed_kinds``: each must become one rejection),
-``burst``, ``offline`` per message; ``clock_skew`` per device.
-"""
+"""Fault rates (``[faults]`` of a scenario: each a probability, 0 (off) by default, per reading,
+message or device as README's Simulators table says) and the malformed messages."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""A simulated lab: `LabSpec`, its `Device`s, their sensor models and publishing settings.
-
-Scenario files (`simulators.scenario`) build these. A lab spec can run under any lab name
-(tests run the demo lab under their own unique lab): `LabSpec.renamed`.
-"""
+"""A simulated lab: `LabSpec`, its `Device`s, their sensor models and publishing settings, as
+scenario files build them; a lab spec can run under any lab name (`LabSpec.renamed`)."""
 
 from __future__ import annotations
 

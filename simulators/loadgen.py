@@ -73,7 +73,7 @@ class LoadOptions:
         m, d, r, n = self.messages, self.duration, self.rate, self.devices
         if (m is None) == (d is None):
             raise ValueError(
-                "give exactly one of messages and duration (--messages N or --duration SECONDS)"
+                "give exactly one of messages or duration (--messages N or --duration SECONDS)"
             )
         if not is_lab(self.lab):
             raise ValueError(f"lab {self.lab!r}: 1-64 of a-z 0-9 _ -, starting with a letter")
@@ -336,7 +336,7 @@ def run_load(options: LoadOptions, stop: threading.Event | None = None) -> LoadR
     return result
 
 
-def write_manifest(result: LoadResult, path: str | Path) -> Manifest:
+def write_manifest(result: LoadResult, path: str | Path) -> None:
     """The manifest of a load run: per device its readings and their time range."""
     m = Manifest(
         mode="load", started_at=result.started_at, finished_at=result.finished_at,
@@ -350,4 +350,3 @@ def write_manifest(result: LoadResult, path: str | Path) -> Manifest:
                 lab.add(device_name(p.index, n), SENSOR, last, count)
                 lab.widen(from_epoch_ms(result.base_ms))
     m.save(path)
-    return m

@@ -1,11 +1,7 @@
-"""The run manifest: what a run sent, so that `livelab-sim audit` can check it was stored.
-
-``--manifest FILE`` writes, per lab, the distinct readings each series should now have (what
-was sent minus what faults dropped or corrupted, duplicates once), the half-open range
-[start, end) they lie in, the rejections the lab should have gained, and the faults
-injected. With ``open_end`` (form 1: ingest stamps the receive time) the audit counts up to
-the moment it runs.
-"""
+"""The run manifest (``--manifest FILE``): per lab, the distinct readings each series should now
+have (sent minus what faults dropped or corrupted, duplicates once), the range [start, end)
+they lie in and the rejections the lab should have gained; the faults injected. With
+``open_end`` (form 1: ingest stamps the receive time) the audit counts up to its own time."""
 
 from __future__ import annotations
 

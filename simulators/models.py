@@ -262,13 +262,7 @@ class Battery(SensorModel):
 
 #: The models a scenario names, by the name it uses.
 MODELS: dict[str, type[SensorModel]] = {
-    "temperature": Temperature,
-    "humidity": Humidity,
-    "no2": NO2,
-    "pm25": PM25,
-    "sound_level": SoundLevel,
-    "sea_level": SeaLevel,
-    "energy_counter": EnergyCounter,
-    "occupancy": Occupancy,
-    "battery": Battery,
-}
+    "temperature": Temperature, "humidity": Humidity, "no2": NO2, "pm25": PM25,
+    "sound_level": SoundLevel, "sea_level": SeaLevel, "energy_counter": EnergyCounter,
+    "occupancy": Occupancy, "battery": Battery,
+}  # fmt: skip

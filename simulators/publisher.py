@@ -69,7 +69,7 @@ class Publisher:
     """Publishes messages to one MQTT broker from one thread; a context manager that connects
     and drains. Counts: `sent` (handed to paho), `acknowledged` (QoS 1, or written out for
     QoS 0), `failed` (refused by an MQTT 5 broker), `dropped` (QoS 0 lost with the
-    connection). Not thread-safe."""
+    connection), `reconnects` (connections lost). Not thread-safe."""
 
     def __init__(
         self, *, host: str = "127.0.0.1", port: int = 1883, qos: int = 1,
@@ -89,11 +89,7 @@ class Publisher:
         self.host, self.port, self.qos, self.keepalive = host, port, qos, keepalive
         self.max_inflight, self.connect_timeout = max_inflight, connect_timeout
         self.client_id = f"livelab-sim-{os.getpid()}-{secrets.token_hex(3)}"
-        self.sent = 0  # messages handed to paho
-        self.acknowledged = 0  # acknowledged (QoS 1) or written to the socket (QoS 0)
-        self.failed = 0  # refused: a PUBACK with a failure reason code (MQTT 5)
-        self.dropped = 0  # QoS 0 messages lost with the connection (at most once)
-        self.reconnects = 0  # times the connection was lost (and re-established or retried)
+        self.sent = self.acknowledged = self.failed = self.dropped = self.reconnects = 0
         self.connected = False  # CONNACK received on the current connection
         self._qos0: deque[mqtt.MQTTMessageInfo] = deque()  # QoS 0 waiting in paho's buffer
         self._poll_at = 0.0  # publish services the network at this time at the latest

@@ -1,12 +1,10 @@
 """The runs of the simulator: `backfill`, `live` and `replay`, each given its `RunOptions`.
 
-Each publishes a `Stream` (what to send and when, faults included) through a `Publisher`,
-accounts for every message in a `Manifest` (what the database should hold afterwards) and in
-the metrics that ``--metrics-port`` serves. ``record`` writes every reading that should be
-stored to a CSV file (``lab,device,sensor,time,value``, the time as sent, clock skew
-included; for form 1 the sample time, just before ingest's receive time; no copies, no
-malformed messages). When `stop` is set (SIGINT/SIGTERM) a run sends what faults still hold
-back and waits for every QoS 1 acknowledgement.
+Each publishes a `Stream` through a `Publisher`, accounts for every message in a `Manifest`
+and the metrics ``--metrics-port`` serves, and with ``record`` writes every reading that
+should be stored as CSV (the time as sent, clock skew included; for form 1 the sample time,
+just before ingest's receive time). When `stop` is set (SIGINT/SIGTERM) a run sends what
+faults still hold back and waits for every QoS 1 acknowledgement.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ import prometheus_client
 
 from schemas.telemetry import format_ts
 from simulators.durations import parse_duration
-from simulators.lab import LabSpec
 from simulators.manifest import Manifest
 from simulators.options import RunOptions
 from simulators.progress import Progress
@@ -182,8 +179,8 @@ class Run:
             self.manifest.faults.update(stream.faults)
 
 
-def resolve_labs(options: RunOptions) -> tuple[Scenario, list[LabSpec]]:
-    """The scenario and its labs to run, with the options applied.
+def resolve_labs(options: RunOptions) -> Scenario:
+    """The scenario with only the labs to run, the options applied to them and to the seed.
 
     ValueError (with a message for the user) for unknown labs, devices or sensors.
     """
@@ -204,7 +201,7 @@ def resolve_labs(options: RunOptions) -> tuple[Scenario, list[LabSpec]]:
         x = x.select(o.devices, o.sensors)
         x = x.with_devices(interval=interval, form=o.form, qos=o.qos, batch=o.batch)
         out.append(replace(x, faults=x.faults.with_rates(**o.faults)) if o.faults else x)
-    return scenario, out
+    return replace(scenario, labs=tuple(out), seed=scenario.seed if o.seed is None else o.seed)
 
 
 def backfill(start: datetime, end: datetime, options: RunOptions) -> Summary:
@@ -224,14 +221,13 @@ def backfill(start: datetime, end: datetime, options: RunOptions) -> Summary:
         raise ValueError("start must be before end")
     if start.year < MIN_YEAR:
         raise ValueError(f"start {start.isoformat()} is before {MIN_YEAR}-01-01: ingest rejects it")
-    scenario, labs = resolve_labs(options)
-    seed = scenario.seed if options.seed is None else options.seed
+    scenario = resolve_labs(options)
     stream = Stream(
-        labs, seed=seed, start=start, end=end, ts_format=options.ts_format, timed_only=True,
-        stagger=False,
+        scenario.labs, seed=scenario.seed, start=start, end=end, ts_format=options.ts_format,
+        timed_only=True, stagger=False,
     )  # fmt: skip
     summary = Summary("backfill")
-    with Run(options, "backfill", scenario.name, seed) as run:
+    with Run(options, "backfill", scenario.name, scenario.seed) as run:
         run.publish(stream, summary)
     return summary.done()
 
@@ -250,11 +246,11 @@ def live(
         raise ValueError(f"rate must be a positive number of messages/s, not {rate!r}")
     if duration is not None and not duration > 0:
         raise ValueError(f"duration must be positive, not {duration!r}")
-    scenario, labs = resolve_labs(o)
+    scenario = resolve_labs(o)
+    labs, seed = scenario.labs, scenario.seed
     if rate is not None:
         n = sum(len(x.devices) for x in labs)
-        labs = [x.with_devices(interval=timedelta(seconds=n / rate)) for x in labs]
-    seed = scenario.seed if o.seed is None else o.seed
+        labs = tuple(x.with_devices(interval=timedelta(seconds=n / rate)) for x in labs)
     with Run(o, "live", scenario.name, seed) as run:
         past = None
         if history:

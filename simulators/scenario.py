@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_type_hints
 
+import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.names import describe_bad_name, is_device, is_lab, is_sensor
@@ -80,19 +81,13 @@ class SensorConfig(BaseModel):
         return self
 
     def build(self) -> SensorModel:
-        model_cls = MODELS[self.model]
-        params = dict(self.model_extra or {})
-        types = {f.name: f.type for f in dataclasses.fields(model_cls)}
-        for key, value in params.items():
-            expected = str(types[key])
-            if isinstance(value, bool) or (
-                expected in ("float", "int") and not isinstance(value, int | float)
-            ):
-                raise ValueError(f"{key} must be a number, not {value!r}")
-            if expected == "str" and not isinstance(value, str):
-                raise ValueError(f"{key} must be text, not {value!r}")
-            if expected == "int" and value != int(value):
-                raise ValueError(f"{key} must be a whole number, not {value!r}")
+        model_cls, params = MODELS[self.model], dict(self.model_extra or {})
+        types = get_type_hints(model_cls)
+        for key, value in params.items():  # strict: no bools for numbers, no numbers for text
+            try:
+                pydantic.TypeAdapter(types[key]).validate_python(value, strict=True)
+            except ValidationError as exc:
+                raise ValueError(f"{key}: {exc.errors()[0]['msg']}, not {value!r}") from None
         return model_cls(name=self.name, **params)
 
 

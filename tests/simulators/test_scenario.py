@@ -130,7 +130,7 @@ def test_invalid_settings_name_the_place(change: str, message: str) -> None:
         ),
         (
             'name = "t"\nsensors = [{ name = "t", model = "battery", cycle_days = "weekly" }]',
-            "cycle_days must be a number",
+            "cycle_days: Input should be a valid number, not 'weekly'",
         ),
         ('name = "t"\nsensors = []', "labs[0].devices[0].sensors: List should have at least 1"),
         (
