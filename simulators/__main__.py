@@ -24,7 +24,7 @@ from schemas.names import describe_bad_name, is_lab
 from schemas.times import parse_rfc3339
 from simulators import audit, loadgen, runner
 from simulators.durations import format_duration, parse_duration
-from simulators.errors import ScenarioError, SimulatorError
+from simulators.errors import ScenarioError, SimulatorError, describe_errors
 from simulators.faults import Faults
 from simulators.manifest import Manifest
 from simulators.models import MODELS
@@ -76,11 +76,7 @@ def _faults(ctx: Any, param: Any, values: Sequence[str]) -> dict[str, Any]:
     try:
         Faults().with_rates(**faults)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise click.BadParameter(problems) from None
+        raise click.BadParameter("; ".join(describe_errors(exc))) from None
     return faults
 
 
@@ -301,10 +297,8 @@ def live(**p: Any) -> None:
     """Publish in real time, every device on its own interval, until Ctrl-C (or SIGTERM) or
     --duration; then send what faults still hold back, wait for every acknowledgement and
     print a summary. Logs progress every 10 s."""
-    _run("live", p, lambda o: runner.live(
-        o, rate=p["rate"], history=p["history"], history_interval=p["history_interval"],
-        duration=p["duration"],
-    ))  # fmt: skip
+    given = {k: p[k] for k in ("rate", "history", "history_interval", "duration")}
+    _run("live", p, lambda o: runner.live(o, **given))
 
 
 @cli.command()

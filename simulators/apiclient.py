@@ -7,6 +7,7 @@ from ``/rejections``, paged newest first (the endpoint has no time filter).
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,8 +37,7 @@ def _detail(resp: httpx.Response) -> str:
     except (ValueError, AttributeError):
         detail = None
     text = detail if isinstance(detail, str) else (json.dumps(detail) if detail else resp.text)
-    text = " ".join(text.split()) or resp.reason_phrase
-    return text if len(text) <= 300 else text[:297] + "..."
+    return textwrap.shorten(text, 300, placeholder="...") or resp.reason_phrase
 
 
 class AuditApi(httpx.Client):

@@ -1,12 +1,7 @@
-"""The delivery audit: did every reading a run sent end up stored, exactly once?
-
-`audit` asks the API (`apiclient`), per lab of the manifest, for each series' readings in
-[start, end) (with ``open_end``, form 1, up to each poll) and the rejections since the run
-started, and compares (`build_report`). A series is ok, missing, doubled or unexpected;
-anything but ok fails, as does a 404 lab or a missing rejection. More rejections than
-injected are a note (a redelivered message is rejected twice) unless `strict_rejections`.
-Ingest may lag: it polls until every count matches or none changed for `wait` seconds.
-"""
+"""The delivery audit: did every reading a run sent end up stored, exactly once? `audit` asks
+the API (`apiclient`), per lab of the manifest, for each series' readings in [start, end) and
+the rejections since the run started, polling while ingest catches up, and `build_report`
+compares: a series is ok, missing, doubled or unexpected; anything but ok fails."""
 
 from __future__ import annotations
 

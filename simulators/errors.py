@@ -6,9 +6,13 @@ SimulatorError
 ├── ScenarioError       a scenario file that cannot be read or does not validate
 └── AuditError          the audit could not ask the API (unreachable, key refused, 5xx);
                         a mismatch is a failed `AuditReport`, not an error
+
+`describe_errors` says where and what each problem of a pydantic `ValidationError` is.
 """
 
 from __future__ import annotations
+
+from pydantic import ValidationError
 
 
 class SimulatorError(Exception):
@@ -38,3 +42,17 @@ class ScenarioError(SimulatorError):
 
 class AuditError(SimulatorError):
     pass
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """Each error of `exc` as 'place: problem' (``labs[0].devices[2].form: ...``)."""
+    problems = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "literal_error":
+            msg = f"{msg}, not {err['input']!r}"
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        problems.append(f"{where.removeprefix('.') or '(top level)'}: {msg}")
+    return problems

@@ -3,11 +3,10 @@ rate, from one or more processes: ``run_load(LoadOptions(lab="x", processes=2, m
 
 Device ``load-PP-NNNN``'s k-th reading is at ``base + k`` ms (base: the start of the run
 minus a day) with the value ``k % 1000``, so every (device, time) is unique and in the past.
-One process runs here; more run in a "spawn" `ProcessPoolExecutor`, one share each: they
-connect, meet at a barrier, publish, and report through a shared counter array; children
-ignore SIGINT and stop when the parent's event says so. After a stall a paced process
-catches up at most a second's worth. `manifest` writes a `Manifest` for the audit.
-"""
+One process runs here; more run in a "spawn" `ProcessPoolExecutor`: they connect, meet at a
+barrier, publish their share and report through a shared counter array; children ignore
+SIGINT and stop when the parent's event says so. A paced process catches up at most a
+second's worth after a stall."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from schemas.names import is_lab
+from schemas.names import is_lab, topic_for
 from schemas.times import from_epoch_ms
 from simulators.errors import BrokerUnreachable, PublishIncomplete
 from simulators.manifest import Manifest
@@ -177,9 +176,7 @@ def _publish(
     tick: Callable[[int, int], None],
 ) -> None:  # fmt: skip
     """Publish process `result.index`'s share on a connected `pub`."""
-    topics = [
-        f"livelab/{o.lab}/{device_name(result.index, n)}/telemetry" for n in range(result.devices)
-    ]
+    topics = [topic_for(o.lab, device_name(result.index, n)) for n in range(result.devices)]
     nd, rate = len(topics), None if o.rate is None else o.rate / o.processes
     messages = None if o.messages is None else split(o.messages, o.processes)[result.index]
     limit = min(messages or nd * DAY_MS, nd * DAY_MS)
@@ -253,9 +250,8 @@ _child: dict[str, Any] = {}  # a child's stop event, barrier and counters (from 
 
 def _init_child(stop: Any, barrier: Any, counts: Any, log_level: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: parent decides
-    logging.basicConfig(
-        level=log_level, format="%(asctime)s %(levelname)s livelab-sim load: %(message)s"
-    )
+    fmt = "%(asctime)s %(levelname)s livelab-sim load: %(message)s"
+    logging.basicConfig(level=log_level, format=fmt)
     _child.update(stop=stop, barrier=barrier, counts=counts)
 
 
@@ -288,20 +284,16 @@ def _run_children(
         try:
             results.append(future.result())
         except Exception as exc:  # a bug or a killed child: say so rather than hang
-            error = f"load process {i} crashed: {exc!r}"
-            devices = split(o.devices, o.processes)[i]
-            results.append(ProcessResult(i, devices, error_kind="crash", error=error))
+            error = f"load process {i} crashed: {exc!r}"  # (its messages are unknown: 0)
+            results.append(ProcessResult(i, 0, error_kind="crash", error=error))
     return results
 
 
 def run_load(options: LoadOptions, stop: threading.Event | None = None) -> LoadResult:
     """Run the load; `stop` ends it early. Raises `BrokerUnreachable` when a process cannot
-    connect and `PublishIncomplete` when acknowledgements are missing at the end (after
-    writing the manifest, marked incomplete).
-
-    With ``processes > 1`` the children are started with "spawn", which imports the calling
-    program's main module in each: keep its work under ``if __name__ == "__main__":``.
-    """
+    connect, `PublishIncomplete` when acknowledgements are missing (after writing the manifest).
+    With ``processes > 1`` "spawn" imports the calling program's main module in each child:
+    keep its work under ``if __name__ == "__main__":``."""
     o, stop = options, stop or threading.Event()
     base_ms = int(time.time()) * 1000 - DAY_MS
     what = f"{o.messages} messages" if o.messages else f"{o.duration:g} s"

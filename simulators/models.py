@@ -175,9 +175,8 @@ class SoundLevel(SensorModel):
 
     def raw(self, series: Series, t: datetime, ts: float) -> float:
         hour, _ = local_hour(t)
-        activity = 1.0 / (1 + math.exp(-(hour - 6.5) * 1.5)) - 1.0 / (
-            1 + math.exp(-(hour - 22.5) * 1.5)
-        )
+        awake, asleep = (1.0 / (1 + math.exp(-(hour - h) * 1.5)) for h in (6.5, 22.5))
+        activity = awake - asleep  # from 06:30 to 22:30
         site = 4.0 * (uniform(*series, "site") - 0.5)
         v = 41.0 + site + 11.0 * activity + 10.0 * traffic(t) + smooth(series, ts, 900, 2.0)
         return min(110.0, max(25.0, v + white(series, ts, 1.5)))

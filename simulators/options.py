@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.telemetry import TsFormat
-from simulators.lab import Form
 from simulators.publisher import MqttVersion
+from simulators.scenario import Form
 
 if TYPE_CHECKING:
     from simulators.manifest import Manifest

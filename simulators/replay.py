@@ -17,9 +17,9 @@ from schemas.names import describe_bad_name, is_device, is_lab, is_sensor
 from schemas.telemetry import epoch_ms
 from schemas.times import from_epoch_ms, parse_rfc3339
 from simulators.faults import Faults
-from simulators.lab import Device, LabSpec
 from simulators.models import DEFAULT_SEED, Reading
 from simulators.options import RunOptions
+from simulators.scenario import Device, LabSpec
 from simulators.stream import Stream
 
 REQUIRED = ("device", "sensor", "time", "value")

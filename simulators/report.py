@@ -173,10 +173,7 @@ def _per_device(rows: list[SeriesRow]) -> list[list[str]]:
 
 
 def _align(table: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return [
-        "  ".join(
-            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)
-        ).rstrip()
-        for row in table
-    ]
+    widths = [max(map(len, column)) for column in zip(*table, strict=True)]
+    pads = [str.rjust if i in right else str.ljust for i in range(len(widths))]
+    cells = ((pad(c, w) for pad, c, w in zip(pads, row, widths, strict=True)) for row in table)
+    return ["  ".join(row).rstrip() for row in cells]

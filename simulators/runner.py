@@ -105,10 +105,10 @@ class Run:
                 file = stack.enter_context(Path(o.record).open("w", newline="", encoding="utf-8"))
                 self.record = csv.writer(file)
                 self.record.writerow(("lab", "device", "sensor", "time", "value"))
-            qos = 1 if o.qos is None else o.qos
-            self.pub = stack.enter_context(
-                Publisher(host=o.host, port=o.port, qos=qos, mqtt_version=o.mqtt_version)
-            )
+            pub = Publisher(
+                host=o.host, port=o.port, mqtt_version=o.mqtt_version
+            )  # qos: per message
+            self.pub = stack.enter_context(pub)
             self._stack = stack.pop_all()
 
     def __enter__(self) -> Run:
@@ -136,11 +136,8 @@ class Run:
         elif message.expect:
             for r in message.readings:
                 lab.add(r.device, r.sensor, r.time)
-            if self.record is not None:
-                self.record.writerows(
-                    (r.lab, r.device, r.sensor, format_ts(r.time), r.value)
-                    for r in message.readings
-                )
+                if self.record is not None:
+                    self.record.writerow((r.lab, r.device, r.sensor, format_ts(r.time), r.value))
 
     def _state(self, summary: Summary) -> str:
         return f"{summary.messages} messages, {self.pub.outstanding} awaiting ack"
@@ -180,10 +177,8 @@ class Run:
 
 
 def resolve_labs(options: RunOptions) -> Scenario:
-    """The scenario with only the labs to run, the options applied to them and to the seed.
-
-    ValueError (with a message for the user) for unknown labs, devices or sensors.
-    """
+    """The scenario with only the labs to run, the options applied to them and to the seed;
+    ValueError (with a message for the user) for unknown labs, devices or sensors."""
     o = options
     scenario = o.scenario
     if scenario is None or isinstance(scenario, str):
@@ -205,13 +200,9 @@ def resolve_labs(options: RunOptions) -> Scenario:
 
 
 def backfill(start: datetime, end: datetime, options: RunOptions) -> Summary:
-    """Publish every reading of the scenario's labs in [start, end), with original times.
-
-    Each device keeps its own interval and form unless the options override them (form 1
-    devices send form 2: a backfill needs the timestamps); times are multiples of the
-    interval since the epoch. Returns once everything is acknowledged; raises
-    `BrokerUnreachable` or `PublishIncomplete` (acknowledgements missing at the end).
-    """
+    """Publish every reading of the scenario's labs in [start, end) with its own time, each
+    device on the grid of its interval since the epoch (form 1 devices send form 2). Returns
+    once everything is acknowledged; raises `BrokerUnreachable` or `PublishIncomplete`."""
     if options.form == 1:
         raise ValueError("backfill sends form 2, 3 or senml: form 1 has no timestamps")
     for name, t in (("start", start), ("end", end)):
@@ -279,13 +270,9 @@ def live(
 
 
 def replay(path: str | Path, options: RunOptions, *, speed: float | None = None) -> Summary:
-    """Publish the readings of a CSV file (see `simulators.replay`) with their own times.
-
-    `speed` None: as fast as the broker acknowledges; otherwise that many times the
-    original pace (1 = real time), starting now. `options.lab` replaces the file's lab
-    column; form (default 2), batch (10), qos (1), faults and seed apply. Raises
-    `ReplayError` for a file that cannot be replayed.
-    """
+    """Publish the readings of a CSV file (`simulators.replay`) with their own times, as fast
+    as the broker acknowledges or from now at `speed` times the original pace (1: real time).
+    Raises `ReplayError` for a file that cannot be replayed."""
     if speed is not None and not (speed > 0 and math.isfinite(speed)):
         raise ValueError(f"speed must be a positive factor, not {speed!r}")
     if options.form == 1:

@@ -1,4 +1,7 @@
-"""Scenario files (TOML; the built-ins in ``scenarios/`` are the examples): ``[scenario]``
+"""Simulated labs (`LabSpec`, its `Device`s, their sensor models and publishing settings; a lab
+spec can run under any lab name) and the scenario files that describe them.
+
+A scenario file (TOML; the built-ins in ``scenarios/`` are the examples) has ``[scenario]``
 name and seed, ``[defaults]`` for devices, ``[faults]``, and ``[[labs]]`` of
 ``[[labs.devices]]`` (``count`` with a ``{i}`` name template) with their ``sensors`` (a name,
 a model of `MODELS` and its parameters). `load_scenario` raises `ScenarioError` naming the
@@ -6,13 +9,13 @@ file, the place (``labs[0].devices[2].sensors[1].model``) and the problem, for e
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_type_hints
+from typing import Annotated, Any, Literal, TypeAlias, get_type_hints
 
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,14 +23,82 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from schemas.names import describe_bad_name, is_device, is_lab, is_sensor
 from schemas.telemetry import MAX_READINGS_PER_MESSAGE
 from simulators.durations import Duration
-from simulators.errors import ScenarioError
+from simulators.errors import ScenarioError, describe_errors
 from simulators.faults import Faults
-from simulators.lab import Device, Form, LabSpec
 from simulators.models import DEFAULT_SEED, MODELS, SensorModel
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_SCENARIO = "oceanhamnen"
 MAX_DEVICES = 100_000
+Form: TypeAlias = Literal[1, 2, 3, "senml"]
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device of the lab and the sensors it reports in each message."""
+
+    name: str
+    kind: str
+    description: str
+    sensors: tuple[SensorModel, ...]
+    interval: timedelta = timedelta(seconds=60)  # time between two messages of the device
+    form: Form = 2  # telemetry form 1, 2, 3 or "senml"
+    qos: int = 1
+    batch: int = 10  # form 3: instants per message
+
+    @property
+    def sensor_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.sensors)
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """A simulated lab: its devices, in publishing order."""
+
+    name: str
+    description: str
+    devices: tuple[Device, ...]
+    faults: Faults = field(default_factory=Faults)
+
+    @property
+    def device_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.devices)
+
+    def select(
+        self, devices: Sequence[str] | None = None, sensors: Sequence[str] | None = None
+    ) -> LabSpec:
+        """The same lab with only the given devices and sensors (None: all), a device left with
+        no sensor dropped; ValueError naming what is unknown."""
+        chosen = list(self.devices)
+        for kind, wanted, known in (
+            ("device", devices, self.device_names),
+            ("sensor", sensors, sorted({s for d in self.devices for s in d.sensor_names})),
+        ):
+            if unknown := [x for x in wanted or () if x not in known]:
+                raise ValueError(
+                    f"unknown {kind}(s) {', '.join(unknown)} in lab {self.name!r}; "
+                    f"known: {', '.join(known)}"
+                )
+        if devices is not None:
+            chosen = [d for d in chosen if d.name in devices]
+        if sensors is not None:
+            chosen = [
+                replace(d, sensors=tuple(s for s in d.sensors if s.name in sensors)) for d in chosen
+            ]
+            chosen = [d for d in chosen if d.sensors]
+        if not chosen:
+            raise ValueError("the selection leaves no device with a sensor")
+        return replace(self, devices=tuple(chosen))
+
+    def renamed(self, name: str) -> LabSpec:
+        return replace(self, name=name)
+
+    def with_devices(self, **changes: object) -> LabSpec:
+        """Every device with `changes` applied (e.g. interval=..., form=...); None: unchanged."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        if not given:
+            return self
+        return replace(self, devices=tuple(replace(d, **given) for d in self.devices))  # type: ignore[arg-type]
 
 
 def _repeated(names: Iterable[str]) -> list[str]:
@@ -67,7 +138,7 @@ class SensorConfig(BaseModel):
     @model_validator(mode="after")
     def _known_params(self) -> SensorConfig:
         params = dict(self.model_extra or {})
-        known = {f.name for f in dataclasses.fields(MODELS[self.model])} - {"name"}
+        known = {f.name for f in fields(MODELS[self.model])} - {"name"}
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(
@@ -162,7 +233,7 @@ class ScenarioFile(_Strict):
         return self
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class Scenario:
     """A validated scenario: labs of devices (`LabSpec`), the seed and where it came from."""
 
@@ -201,16 +272,8 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
     try:
         config = ScenarioFile.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "literal_error":
-                msg = f"{msg}, not {err['input']!r}"
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-            problems.append(f"  {where.removeprefix('.') or '(top level)'}: {msg}")
-        raise ScenarioError(f"{source}: invalid scenario:\n" + "\n".join(problems)) from None
+        problems = "".join(f"\n  {problem}" for problem in describe_errors(exc))
+        raise ScenarioError(f"{source}: invalid scenario:{problems}") from None
     return _build(config, source)
 
 

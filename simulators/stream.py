@@ -25,8 +25,8 @@ from schemas import telemetry
 from schemas.names import topic_for
 from schemas.telemetry import MAX_PAYLOAD_BYTES, MAX_READINGS_PER_MESSAGE, TsFormat
 from simulators.faults import malformed_message
-from simulators.lab import Device, Form, LabSpec
 from simulators.models import Reading, uniform
+from simulators.scenario import Device, Form, LabSpec
 
 _MS = timedelta(milliseconds=1)
 Sample = tuple[int, int, tuple[Reading, ...] | None]  # (epoch ms, device index, given readings)
@@ -181,11 +181,8 @@ class Stream:
         return self._out[0][0] if sample is None else min(sample, self._out[0][0])
 
     def advance(self) -> Outgoing | None:
-        """Do the next thing in time order: return the message due, or take a sample (None).
-
-        A message due at the same instant as a sample goes first. None at the end too
-        (`next_event` is None then).
-        """
+        """Do the next thing in time order: return the message due (before a sample due at the
+        same instant), or take a sample and return None (None at the end too)."""
         if self._out and (self._next is None or self._out[0][0] <= self._next[0] / 1000):
             return heapq.heappop(self._out)[2]
         if self._next is not None:

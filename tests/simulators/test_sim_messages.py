@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 
 from schemas.telemetry import MAX_PAYLOAD_BYTES, MAX_READINGS_PER_MESSAGE, TsFormat, json_schema
-from simulators.lab import Form
 from simulators.models import Reading
+from simulators.scenario import Form
 from simulators.stream import Batch, Outgoing, Stream
 from tests.simulators.reference import OCEANHAMNEN, generate
 

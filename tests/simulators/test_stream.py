@@ -14,8 +14,7 @@ import pytest
 from schemas.telemetry import from_ms
 from schemas.times import parse_rfc3339
 from simulators.faults import MALFORMED_KINDS, Faults
-from simulators.lab import LabSpec
-from simulators.scenario import load_scenario
+from simulators.scenario import LabSpec, load_scenario
 from simulators.stream import Outgoing, Stream
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
