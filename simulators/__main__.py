@@ -150,6 +150,7 @@ RUN = _options(
          "exit 1 if a reading is missing or doubled"),
     AUDIT,
 )  # fmt: skip
+AUDIT_ARGS = ("api_url", "api_key", "wait", "strict_rejections", "json_path")  # of run_audit
 BATCH = _opt("--batch", type=click.IntRange(1, 10_000), metavar="N", help="form 3: instants per "
              "message, also capped at 256 KiB (default: each device's)")  # fmt: skip
 
@@ -230,14 +231,7 @@ def _run(mode: str, p: dict[str, Any], call: Callable[[RunOptions], runner.Summa
             manifest.save(p["manifest"])
     click.echo(summary)
     if p["verify"]:
-        sys.exit(_audit(manifest, p))
-
-
-def _audit(manifest: Manifest, p: dict[str, Any]) -> int:
-    return audit.run_audit(
-        manifest, api_url=p["api_url"], api_key=p["api_key"], wait=p["wait"],
-        strict_rejections=p["strict_rejections"], json_path=p["json_path"],
-    )  # fmt: skip
+        sys.exit(audit.run_audit(manifest, **{k: p[k] for k in AUDIT_ARGS}))
 
 
 LIVE = _options(
@@ -346,7 +340,7 @@ def audit_cmd(**p: Any) -> None:
     _logging(p["quiet"])
     with _exit_status():
         manifest = Manifest.load(p["manifest"])
-    sys.exit(_audit(manifest, p))
+    sys.exit(audit.run_audit(manifest, **{k: p[k] for k in AUDIT_ARGS}))
 
 
 def _describe(scenario: Scenario) -> str:

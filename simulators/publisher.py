@@ -10,10 +10,9 @@ No network thread: paho is driven from `publish`, `poll`, `idle` and `wait_all`,
 ``client.publish()`` writes straight to the socket and PUBACKs are read every `POLL_EVERY`
 publishes (``loop_start`` hands every packet to a thread: 21-27k msg/s here against ~40k).
 Flow control: at most `max_inflight` outstanding; paho's own window is off, as paho scans it
-on every PUBACK. A lost connection is retried with tenacity's exponential backoff (1, 2, 4 ...
-30 s), one warning per outage; paho re-sends unacknowledged QoS 1 messages on reconnect, and
-QoS 0 messages not yet written are lost (counted as `dropped`). The credential and TLS CA come
-from ``LIVELAB_MQTT_USERNAME``, ``_PASSWORD`` and ``LIVELAB_MQTT_TLS_CA``, for every process.
+on every PUBACK. A lost connection is retried with tenacity's backoff, one warning per outage;
+paho re-sends unacknowledged QoS 1 messages, QoS 0 ones not yet written are lost (`dropped`).
+The credential and TLS CA: ``LIVELAB_MQTT_USERNAME``, ``_PASSWORD``, ``LIVELAB_MQTT_TLS_CA``.
 """
 
 from __future__ import annotations
@@ -121,9 +120,7 @@ class Publisher:
     ) -> None:
         if reason.is_failure:
             self._connect_error = f"connection refused: {reason}"
-            log.debug(
-                "MQTT broker at %s:%s refused the connection: %s", self.host, self.port, reason
-            )
+            log.debug("MQTT broker at %s:%s: %s", self.host, self.port, self._connect_error)
             return
         self.connected = True
         self._connect_error = None
@@ -173,7 +170,6 @@ class Publisher:
             self._disconnect()
             raise BrokerUnreachable(self.host, self.port, self._connect_error or "not connected")
         self._was_connected = True
-        self._poll_at = _monotonic() + POLL_INTERVAL
         log.debug("connected to MQTT broker at %s:%s as %s", self.host, self.port, self.client_id)
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None) -> None:
@@ -256,28 +252,21 @@ class Publisher:
         """One round of network work, waiting up to `timeout` s for the socket."""
         client = self._client
         self._poll_at = _monotonic() + POLL_INTERVAL
-        sock = client.socket()
-        if sock is None:
-            if self._was_connected and not self._closed:
-                if self._down_since is None:  # closed without paho telling us: still an outage
-                    self._lost("the connection closed")
-                self._reconnect_if_due()
-                sock = client.socket()
-            if self._qos0:
-                self._settle_qos0()
-            if sock is None:
-                wait = min(timeout, max(0.0, self._retry_at - _monotonic()))
-                if wait > 0:
-                    (stop or _NEVER).wait(wait)
-                return
-        if timeout > 0:
-            self._wait_socket(sock, timeout)
-        client.loop_read()
-        if client.want_write():
-            client.loop_write()
-        client.loop_misc()  # keepalive: PINGREQ when due, drop a connection that stopped answering
-        if self._qos0:
-            self._settle_qos0()
+        if client.socket() is None and self._was_connected and not self._closed:
+            if self._down_since is None:  # closed without paho telling us: still an outage
+                self._lost("the connection closed")
+            self._reconnect_if_due()
+        if (sock := client.socket()) is None:
+            if (wait := min(timeout, max(0.0, self._retry_at - _monotonic()))) > 0:
+                (stop or _NEVER).wait(wait)
+        else:
+            if timeout > 0:
+                self._wait_socket(sock, timeout)
+            client.loop_read()
+            if client.want_write():
+                client.loop_write()
+            client.loop_misc()  # keepalive: PINGREQ when due, drops a connection gone silent
+        self._settle_qos0()
 
     def _wait_socket(self, sock: Any, timeout: float) -> None:
         """Until `sock` is readable (or writable, when paho has bytes to send) or `timeout`."""

@@ -40,17 +40,12 @@ MIN_YEAR = 2000  # ingest rejects readings before 2000-01-01 (CONTRACT.md)
 MESSAGES = prometheus_client.Counter("livelab_sim_messages_published", "messages published")
 READINGS = prometheus_client.Counter("livelab_sim_readings_published", "readings in them")
 _FAULT_TEXT = {
-    "drop": "readings dropped (never sent)",
-    "duplicate": "messages sent twice",
-    "out_of_order": "messages sent out of order",
-    "late": "messages sent late",
-    "malformed": "malformed messages sent",
-    "clock_skew": "devices with a skewed clock",
-    "burst": "bursts",
-    "burst_readings": "readings in bursts",
-    "offline": "times a device went offline",
-    "offline_readings": "readings not sent while offline",
-}
+    "drop": "readings dropped (never sent)", "duplicate": "messages sent twice",
+    "out_of_order": "messages sent out of order", "late": "messages sent late",
+    "malformed": "malformed messages sent", "clock_skew": "devices with a skewed clock",
+    "burst": "bursts", "burst_readings": "readings in bursts",
+    "offline": "times a device went offline", "offline_readings": "readings not sent while offline",
+}  # fmt: skip
 
 
 @dataclass

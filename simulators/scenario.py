@@ -256,10 +256,8 @@ def _build(config: ScenarioFile, source: str) -> Scenario:
                 Device(dev.device_name(i), dev.kind, dev.description, sensors, **settings)
                 for i in range(1, dev.count + 1)
             )
-        if dup := _repeated(x.name for x in devices):
-            raise ScenarioError(
-                f"{source}: lab {lab.name!r}: device {', '.join(dup[:5])} appears twice"
-            )
+        if dup := ", ".join(_repeated(x.name for x in devices)[:5]):
+            raise ScenarioError(f"{source}: lab {lab.name!r}: device {dup} appears twice")
         faults = lab.faults or config.faults
         labs.append(LabSpec(lab.name, lab.description, tuple(devices), faults))
     meta = config.scenario
@@ -289,10 +287,8 @@ def load_scenario(name_or_path: str | Path = DEFAULT_SCENARIO) -> Scenario:
     if str(name_or_path) in builtin and not path.exists():
         path = builtin[str(name_or_path)]
     elif not path.exists():
-        raise ScenarioError(
-            f"{name_or_path}: no such file, nor a built-in scenario "
-            f"({', '.join(builtin) or 'none'})"
-        )
+        known = ", ".join(builtin) or "none"
+        raise ScenarioError(f"{name_or_path}: no such file, nor a built-in scenario ({known})")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -3,11 +3,9 @@ no network; each `Outgoing` has the moment it is due (`at`, epoch seconds).
 
 Devices wait in a heap for their next sample (each on its own interval, staggered by a fixed
 phase); a sample is the device's readings from the sensor models, or given (replay). Faults
-act on samples (offline, drop, clock skew, burst) and messages (duplicate, out of order,
-late, malformed), decided by each device's own generator seeded from (seed, device). Every
-`Outgoing` says whether its readings should be stored (`expect`) or it should be rejected.
-Payloads are CONTRACT.md's forms, built with `schemas.telemetry`: form 1 (values only), 2
-(one instant), 3 (a `Batch` of form 2 objects within the contract's limits) and SenML.
+act on samples and messages, decided by each device's own generator seeded from (seed,
+device). Payloads are CONTRACT.md's forms 1, 2, 3 (a `Batch` within the contract's limits)
+and SenML, built with `schemas.telemetry`.
 """
 
 from __future__ import annotations
@@ -223,12 +221,10 @@ class Stream:
         n = len(state.device.sensors) if given is None else len(given)
         self.samples += 1
         self.readings += n
-        if t_ms < state.offline_until_ms:
-            self.faults["offline_readings"] += n
-            return
-        if faults.offline and rng.random() < faults.offline:
+        if t_ms >= state.offline_until_ms and faults.offline and rng.random() < faults.offline:
             state.offline_until_ms = t_ms + round(faults.offline_for / _MS)
             self.faults["offline"] += 1
+        if t_ms < state.offline_until_ms:
             self.faults["offline_readings"] += n
             return
         if given is None:
@@ -246,12 +242,11 @@ class Stream:
         if faults.burst and given is None and rng.random() < faults.burst:
             self.faults["burst"] += 1
             spacing = max(1, min(1000, state.interval_ms // (faults.burst_size + 1)))
-            for j in range(1, faults.burst_size + 1):
-                if j * spacing >= state.interval_ms:
-                    break
-                extra = self._readings(state, t_ms + j * spacing)
+            end = min((faults.burst_size + 1) * spacing, state.interval_ms)  # the next sample
+            for offset in range(spacing, end, spacing):
+                extra = self._readings(state, t_ms + offset)
                 self.faults["burst_readings"] += len(extra)
-                self._emit(state, t_ms + j * spacing, tuple(extra))
+                self._emit(state, t_ms + offset, tuple(extra))
         if faults.malformed and rng.random() < faults.malformed:
             kind = rng.choice(faults.malformed_kinds)
             device = state.device
