@@ -8,17 +8,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.telemetry import TsFormat
+from simulators.manifest import Manifest
 from simulators.publisher import MqttVersion
-from simulators.scenario import Form
-
-if TYPE_CHECKING:
-    from simulators.manifest import Manifest
-    from simulators.scenario import Scenario
+from simulators.scenario import Form, Scenario
 
 
 class SimSettings(BaseSettings):
