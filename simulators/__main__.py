@@ -1,13 +1,9 @@
 """`livelab-sim`: simulated live labs that publish telemetry to MQTT, and the delivery audit.
-
-Exit status: 0 done (also after Ctrl-C, once outstanding messages are acknowledged), 1 the
-broker could not be reached or did not acknowledge everything, or the audit found readings
-missing or doubled, 2 usage error (also an invalid scenario or replay file), 3 the API could
-not be reached for the audit, 130 aborted by a second Ctrl-C.
-"""
+The exit statuses are in the epilog of ``livelab-sim --help``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -15,47 +11,32 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
 import click
+import prometheus_client
 from pydantic import ValidationError
 
 from schemas.names import describe_bad_name, is_lab
 from schemas.times import parse_rfc3339
-from simulators import audit, loadgen, metrics, runner
+from simulators import audit, loadgen, runner
 from simulators.durations import format_duration, parse_duration
-from simulators.errors import SimulatorError
+from simulators.errors import ScenarioError, SimulatorError, describe_errors
 from simulators.faults import Faults
-from simulators.lab import LabSpec
 from simulators.manifest import Manifest
+from simulators.models import MODELS
 from simulators.options import RunOptions, SimSettings
 from simulators.replay import ReplayError
-from simulators.scenario import (
-    DEFAULT_SCENARIO,
-    MODELS,
-    Scenario,
-    ScenarioError,
-    builtin_scenarios,
-    load_scenario,
-)
+from simulators.scenario import DEFAULT_SCENARIO, Scenario, builtin_scenarios, load_scenario
 
 log = logging.getLogger("simulators")
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 settings = functools.cache(SimSettings)  # read once, when a default is first needed
-
-
-# -- option types -------------------------------------------------------------------------------
-
-
-def _positive(ctx: Any, param: Any, value: float | None) -> float | None:
-    if value is not None and not (value > 0 and math.isfinite(value)):
-        raise click.BadParameter(f"{value!r} must be a positive number")
-    return value
 
 
 def _duration(ctx: Any, param: Any, value: str | None) -> timedelta | None:
@@ -95,11 +76,7 @@ def _faults(ctx: Any, param: Any, values: Sequence[str]) -> dict[str, Any]:
     try:
         Faults().with_rates(**faults)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise click.BadParameter(problems) from None
+        raise click.BadParameter("; ".join(describe_errors(exc))) from None
     return faults
 
 
@@ -109,20 +86,18 @@ def _lab(ctx: Any, param: Any, value: str | None) -> str | None:
     return value
 
 
-def _form(value: str | None) -> Any:
+def _form(ctx: Any, param: Any, value: str | None) -> Any:
     return int(value) if value is not None and value.isdigit() else value
 
 
 def _options(*decorators: Decorator) -> Decorator:
-    def apply(f: Callable[..., Any]) -> Callable[..., Any]:
-        for d in reversed(decorators):
-            f = d(f)
-        return f
-
-    return apply
+    """One decorator that applies all of `decorators`, the first outermost (click's order)."""
+    return lambda f: functools.reduce(lambda g, d: d(g), reversed(decorators), f)
 
 
 _opt = click.option
+POSITIVE = click.FloatRange(0, math.inf, min_open=True, max_open=True)
+DURATION: dict[str, Any] = {"callback": _duration, "metavar": "DURATION"}
 SCENARIO = _options(
     _opt("--scenario", default=DEFAULT_SCENARIO, show_default=True, metavar="NAME|FILE.toml",
          help="a built-in scenario (see `livelab-sim scenarios`) or a scenario file"),
@@ -130,9 +105,9 @@ SCENARIO = _options(
          "scenario), or only this lab of a scenario with several"),
 )  # fmt: skip
 MQTT = _options(
-    _opt("--mqtt-host", default=lambda: settings().mqtt_host, show_default="LIVELAB_MQTT_HOST "
-         "or 127.0.0.1", help="broker host"),
-    _opt("--mqtt-port", type=click.IntRange(1, 65535), default=lambda: settings().mqtt_port,
+    _opt("--mqtt-host", "host", default=lambda: settings().mqtt_host,
+         show_default="LIVELAB_MQTT_HOST or 127.0.0.1", help="broker host"),
+    _opt("--mqtt-port", "port", type=click.IntRange(1, 65535), default=lambda: settings().mqtt_port,
          show_default="LIVELAB_MQTT_PORT or 1883", help="broker port"),
     _opt("--qos", type=click.IntRange(0, 1), help="QoS of every message (default: each device's)"),
     _opt("--mqtt-version", type=click.Choice(["3.1.1", "5"]), default="3.1.1", show_default=True),
@@ -161,7 +136,8 @@ RUN = _options(
          help="set a fault of every lab, e.g. --fault duplicate=0.01 --fault late_by=5m "
          "(repeatable). Faults: " + ", ".join(Faults.model_fields)),
     _opt("--ts-format", type=click.Choice(["rfc3339", "ms"]), default="rfc3339",
-         show_default=True, help="timestamps as RFC 3339 text or epoch milliseconds"),
+         show_default=True, callback=lambda ctx, param, v: "epoch_ms" if v == "ms" else v,
+         help="timestamps as RFC 3339 text or epoch milliseconds"),
     _opt("--record", metavar="FILE.csv", help="write every reading that should be stored as "
          "CSV: lab,device,sensor,time,value (for form 1 the time is the publish time)"),
     _opt("--manifest", metavar="FILE.json", help="write what was sent, for `livelab-sim audit` "
@@ -174,21 +150,20 @@ RUN = _options(
          "exit 1 if a reading is missing or doubled"),
     AUDIT,
 )  # fmt: skip
+AUDIT_ARGS = ("api_url", "api_key", "wait", "strict_rejections", "json_path")  # of run_audit
 BATCH = _opt("--batch", type=click.IntRange(1, 10_000), metavar="N", help="form 3: instants per "
              "message, also capped at 256 KiB (default: each device's)")  # fmt: skip
 
 
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog="Exit status: 0 ok, 1 broker unreachable, messages unacknowledged or the audit "
-    "failed, 2 usage error or invalid scenario/replay file, 3 API unreachable for the audit.",
+    epilog="Exit status: 0 ok (also after Ctrl-C, once outstanding messages are acknowledged), "
+    "1 broker unreachable, messages unacknowledged or the audit failed, 2 usage error or "
+    "invalid scenario/replay file, 3 API unreachable for the audit, 130 a second Ctrl-C.",
 )
 def cli() -> None:
     """Simulate city live labs (by default Oceanhamnen, Helsingborg's H22 expo district),
     publish their telemetry to MQTT, inject faults, and audit what the service stored."""
-
-
-# -- the runs -----------------------------------------------------------------------------------
 
 
 def _stop_on_signals() -> threading.Event:
@@ -197,10 +172,8 @@ def _stop_on_signals() -> threading.Event:
     def handle(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        name = signal.Signals(signum).name
-        log.warning(
-            "%s: stopping after outstanding messages are acknowledged (again to abort)", name
-        )
+        what = "stopping after outstanding messages are acknowledged (again to abort)"
+        log.warning("%s: %s", signal.Signals(signum).name, what)
         stop.set()
 
     signal.signal(signal.SIGINT, handle)
@@ -209,76 +182,70 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s livelab-sim: %(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.WARNING if quiet else logging.INFO  # to stderr
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s livelab-sim: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per audit request
+
+
+@contextlib.contextmanager
+def _exit_status() -> Iterator[None]:
+    """The errors of a command as its exit status (see the epilog), with the message."""
+    try:
+        yield
+    except (ReplayError, ScenarioError) as exc:
+        click.echo(f"livelab-sim: {exc}", err=True)
+        sys.exit(2)
+    except (ValueError, OSError) as exc:  # OSError: a file named on the command line
+        raise click.UsageError(str(exc)) from None
+    except SimulatorError as exc:
+        click.echo(f"livelab-sim: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("livelab-sim: aborted; outstanding messages may be lost", err=True)
+        sys.exit(130)
+
+
+def _given(cls: Any, p: dict[str, Any]) -> dict[str, Any]:
+    """The command line's values for the fields of dataclass `cls` (None: its default)."""
+    return {f.name: p[f.name] for f in dataclasses.fields(cls) if p.get(f.name) is not None}
 
 
 def _run(mode: str, p: dict[str, Any], call: Callable[[RunOptions], runner.Summary]) -> None:
     """Set up (logging, signals, metrics), run `call`, save the manifest, audit if asked."""
-    ctx = click.get_current_context()
     _logging(p["quiet"])
     if p["verify"] and not p["api_key"]:
         raise click.UsageError("--verify needs an API key: --api-key KEY or LIVELAB_API_KEY")
-    if p["metrics_port"]:
+    if port := p["metrics_port"]:
         try:
-            metrics.serve(p["metrics_port"])
+            prometheus_client.start_http_server(port, addr="127.0.0.1")
         except OSError as exc:
-            ctx.fail(f"cannot serve metrics on port {p['metrics_port']}: {exc}")
+            raise click.UsageError(f"cannot serve metrics on port {port}: {exc}") from None
     manifest = Manifest(mode=mode)
-    options = RunOptions(
-        scenario=p.get("scenario"), lab=p["lab"], devices=p.get("devices"),
-        sensors=p.get("sensors"), seed=p["seed"], interval=p.get("interval"),
-        form=_form(p.get("form")), batch=p.get("batch"), qos=p["qos"], faults=p["faults"],
-        ts_format="epoch_ms" if p["ts_format"] == "ms" else "rfc3339", host=p["mqtt_host"],
-        port=p["mqtt_port"], mqtt_version=p["mqtt_version"], record=p["record"],
-        manifest=manifest, stop=_stop_on_signals(), progress="off" if p["quiet"] else "bar",
-    )  # fmt: skip
+    given = _given(RunOptions, {**p, "manifest": manifest})
+    options = RunOptions(**given, stop=_stop_on_signals(), progress=not p["quiet"])
     try:
-        summary = call(options)
-    except (ReplayError, ScenarioError) as exc:
-        click.echo(f"livelab-sim: {exc}", err=True)
-        ctx.exit(2)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    except SimulatorError as exc:
-        click.echo(f"livelab-sim: error: {exc}", err=True)
-        ctx.exit(1)
-    except KeyboardInterrupt:
-        click.echo("livelab-sim: aborted; outstanding messages may be lost", err=True)
-        ctx.exit(130)
+        with _exit_status():
+            summary = call(options)
     finally:
         if p["manifest"]:
             manifest.save(p["manifest"])
     click.echo(summary)
     if p["verify"]:
-        ctx.exit(_audit(manifest, p))
+        sys.exit(audit.run_audit(manifest, **{k: p[k] for k in AUDIT_ARGS}))
 
 
-def _audit(manifest: Manifest, p: dict[str, Any]) -> int:
-    return audit.run_audit(
-        manifest, api_url=p["api_url"], api_key=p["api_key"], wait=p["wait"],
-        strict_rejections=p["strict_rejections"], json_path=p["json_path"],
-    )  # fmt: skip
-
-
-DURATION: dict[str, Any] = {"callback": _duration, "metavar": "DURATION"}
-POSITIVE: dict[str, Any] = {"type": float, "callback": _positive}
 LIVE = _options(
-    _opt("--rate", **POSITIVE, metavar="MSGS_PER_S", help="total messages per second (sets "
+    _opt("--rate", type=POSITIVE, metavar="MSGS_PER_S", help="total messages per second (sets "
          "every device's interval)"),
     _opt("--interval", **DURATION, help="one message per device every DURATION (default: each "
          "device's)"),
     _opt("--history", **DURATION, help="first backfill this much history up to now, e.g. 6h"),
     _opt("--history-interval", default="60s", **DURATION, show_default=True,
          help="reading interval of the history"),
-    _opt("--form", type=click.Choice(["1", "2", "3", "senml"]), help="telemetry form of every "
-         "device (default: each device's)"),
+    _opt("--form", type=click.Choice(["1", "2", "3", "senml"]), callback=_form,
+         help="telemetry form of every device (default: each device's)"),
     BATCH,
-    _opt("--duration", **POSITIVE, metavar="SECONDS", help="stop after this many seconds "
+    _opt("--duration", type=POSITIVE, metavar="SECONDS", help="stop after this many seconds "
          "(default: run until stopped)"),
 )  # fmt: skip
 BACKFILL = _options(
@@ -286,14 +253,16 @@ BACKFILL = _options(
     _opt("--end", required=True, callback=_time, metavar="T", help="exclusive; RFC 3339 or now"),
     _opt("--interval", **DURATION, help="time between readings of every device; times are "
          "multiples of it since the epoch (default: each device's)"),
-    _opt("--form", type=click.Choice(["2", "3", "senml"]), help="2: a message per device and "
-         "instant; 3: arrays of --batch instants; senml (default: each device's; 1 sends 2)"),
+    _opt("--form", type=click.Choice(["2", "3", "senml"]), callback=_form, help="2: a message "
+         "per device and instant; 3: arrays of --batch instants; senml (default: each "
+         "device's; 1 sends 2)"),
     BATCH,
 )  # fmt: skip
 REPLAY = _options(
-    _opt("--speed", **POSITIVE, metavar="FACTOR", help="1 = the original pace, 60 = an hour "
+    _opt("--speed", type=POSITIVE, metavar="FACTOR", help="1 = the original pace, 60 = an hour "
          "per minute (default: as fast as possible)"),
-    _opt("--form", type=click.Choice(["2", "3", "senml"]), default="2", show_default=True),
+    _opt("--form", type=click.Choice(["2", "3", "senml"]), default="2", show_default=True,
+         callback=_form),
     _opt("--batch", type=click.IntRange(1, 10_000), default=10, show_default=True,
          metavar="N", help="form 3: instants per message"),
 )  # fmt: skip
@@ -304,9 +273,9 @@ LOAD = _options(
          help="publishing processes, each with its own connection; 1 publishes from this one"),
     _opt("--messages", type=click.IntRange(min=1), metavar="N", help="publish N messages in "
          "total (give this or --duration)"),
-    _opt("--duration", **POSITIVE, metavar="SECONDS", help="publish for this many seconds "
+    _opt("--duration", type=POSITIVE, metavar="SECONDS", help="publish for this many seconds "
          "(give this or --messages)"),
-    _opt("--rate", **POSITIVE, metavar="MSGS_PER_S", help="total messages per second, on a "
+    _opt("--rate", type=POSITIVE, metavar="MSGS_PER_S", help="total messages per second, on a "
          "steady schedule (default: as fast as the broker acknowledges)"),
     _opt("--devices", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
          help="series in total: devices load-PP-NNNN, sensor 'load', one reading a message"),
@@ -322,12 +291,8 @@ def live(**p: Any) -> None:
     """Publish in real time, every device on its own interval, until Ctrl-C (or SIGTERM) or
     --duration; then send what faults still hold back, wait for every acknowledgement and
     print a summary. Logs progress every 10 s."""
-    if p["rate"] is not None and p["interval"] is not None:
-        raise click.UsageError("give --rate or --interval, not both")
-    _run("live", p, lambda o: runner.live(
-        o, rate=p["rate"], history=p["history"], history_interval=p["history_interval"],
-        duration=p["duration"],
-    ))  # fmt: skip
+    given = {k: p[k] for k in ("rate", "history", "history_interval", "duration")}
+    _run("live", p, lambda o: runner.live(o, **given))
 
 
 @cli.command()
@@ -358,22 +323,10 @@ def load(**p: Any) -> None:
     as the broker acknowledges (or at --rate) from --processes processes, and report the rate.
     Every (device, time) is unique, so an audit of the manifest checks exactly-once storage."""
     _logging(p["quiet"])
-    if (p["messages"] is None) == (p["duration"] is None):
-        raise click.UsageError("give --messages N or --duration SECONDS (one of them)")
-    try:
-        options = loadgen.LoadOptions(
-            lab=p["lab"], processes=p["processes"], messages=p["messages"],
-            duration=p["duration"], rate=p["rate"], devices=p["devices"],
-            qos=1 if p["qos"] is None else p["qos"], host=p["mqtt_host"], port=p["mqtt_port"],
-            mqtt_version=p["mqtt_version"], manifest=p["manifest"],
-        )  # fmt: skip
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    try:
+    with _exit_status():
+        every = None if p["quiet"] else 5.0
+        options = loadgen.LoadOptions(**_given(loadgen.LoadOptions, p), progress_every=every)
         click.echo(loadgen.run_load(options, _stop_on_signals()))
-    except SimulatorError as exc:
-        click.echo(f"livelab-sim: error: {exc}", err=True)
-        sys.exit(1)
 
 
 @cli.command(name="audit")
@@ -385,24 +338,9 @@ def audit_cmd(**p: Any) -> None:
     range and how many rejections each lab gained, print a per-series table; exit 1 if a
     single reading is missing or doubled."""
     _logging(p["quiet"])
-    try:
+    with _exit_status():
         manifest = Manifest.load(p["manifest"])
-    except (OSError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
-    sys.exit(_audit(manifest, p))
-
-
-# -- what there is ------------------------------------------------------------------------------
-
-
-def _scenario_labs(scenario: str, lab: str | None) -> tuple[Scenario, list[LabSpec]]:
-    try:
-        return runner.resolve_labs(RunOptions(scenario=scenario, lab=lab))
-    except ScenarioError as exc:
-        click.echo(f"livelab-sim: {exc}", err=True)
-        sys.exit(2)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    sys.exit(audit.run_audit(manifest, **{k: p[k] for k in AUDIT_ARGS}))
 
 
 def _describe(scenario: Scenario) -> str:
@@ -410,10 +348,8 @@ def _describe(scenario: Scenario) -> str:
     for lab in scenario.labs:
         rate = sum(1 / d.interval.total_seconds() for d in lab.devices)
         series = sum(len(d.sensors) for d in lab.devices)
-        lines.append(
-            f"  lab {lab.name}: {len(lab.devices)} devices, {series} series, "
-            f"about {rate:.2f} messages/s live"
-        )
+        what = f"{len(lab.devices)} devices, {series} series, about {rate:.2f} messages/s live"
+        lines.append(f"  lab {lab.name}: {what}")
         active = [f"{k} {v:g}" for k, v in lab.faults.rates().items() if v]
         lines.append(f"    faults: {', '.join(active) if active else 'none'}")
     return "\n".join(lines)
@@ -423,7 +359,9 @@ def _describe(scenario: Scenario) -> str:
 @SCENARIO
 def devices(scenario: str, lab: str | None) -> None:
     """List the scenario's devices: interval, form, sensors and units."""
-    for spec in _scenario_labs(scenario, lab)[1]:
+    with _exit_status():
+        labs = runner.resolve_labs(RunOptions(scenario=scenario, lab=lab)).labs
+    for spec in labs:
         click.echo(f"lab {spec.name}: {spec.description}")
         for d in spec.devices:
             sensors = ", ".join(f"{s.name} ({s.unit})" for s in d.sensors)
@@ -444,7 +382,8 @@ def scenarios() -> None:
 def check(scenario: str) -> None:
     """Validate a scenario file (exit 2 with every problem listed if it is invalid) and
     summarise its labs, devices, message rate and faults."""
-    click.echo(_describe(_scenario_labs(scenario, None)[0]))
+    with _exit_status():
+        click.echo(_describe(load_scenario(scenario)))
 
 
 @cli.command()
@@ -452,19 +391,16 @@ def models() -> None:
     """List the sensor models a scenario can use, with their parameters."""
     for name, cls in MODELS.items():
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        params = [
-            f"{f.name}={f.default!r}"
-            for f in dataclasses.fields(cls)
-            if f.name != "name" and f.default is not dataclasses.MISSING
-        ]
-        click.echo(f"{name:<15} {doc}\n{'':<15} parameters: {', '.join(params)}")
+        fields = [f for f in dataclasses.fields(cls)[1:] if f.default is not dataclasses.MISSING]
+        params = ", ".join(f"{f.name}={f.default!r}" for f in fields)  # all but the name
+        click.echo(f"{name:<15} {doc}\n{'':<15} parameters: {params}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: run the command line, return its exit status."""
     try:
-        code = cli.main(args=argv, prog_name="livelab-sim", standalone_mode=False)
-        return code if isinstance(code, int) else 0  # ctx.exit(n) returns n here
+        cli.main(args=argv, prog_name="livelab-sim", standalone_mode=False)
+        return 0
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

@@ -7,8 +7,8 @@ from ``/rejections``, paged newest first (the endpoint has no time filter).
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -23,22 +23,12 @@ REJECTION_PAGE = 1000  # the API's largest page
 MIN_SPLIT = timedelta(days=62)  # never split a refused range shorter than this
 
 
-def sum_counts(rows: Iterable[Mapping[str, Any]]) -> Counter[SeriesKey]:
-    """Readings per (device, sensor) from aggregate rows with a `count` (one per bucket)."""
-    counts: Counter[SeriesKey] = Counter()
-    for row in rows:
-        counts[(str(row["device"]), str(row["sensor"]))] += int(row["count"] or 0)
-    return counts
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether a connection refusal is what the error comes down to."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+def _reason(exc: BaseException) -> str:
+    """'connection refused' when that is what the error comes down to, else its text."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ConnectionRefusedError):
+        cause = cause.__cause__ or cause.__context__
+    return "connection refused" if cause else str(exc) or type(exc).__name__
 
 
 def _detail(resp: httpx.Response) -> str:
@@ -47,63 +37,50 @@ def _detail(resp: httpx.Response) -> str:
     except (ValueError, AttributeError):
         detail = None
     text = detail if isinstance(detail, str) else (json.dumps(detail) if detail else resp.text)
-    text = " ".join(text.split()) or resp.reason_phrase
-    return text if len(text) <= 300 else text[:297] + "..."
+    return textwrap.shorten(text, 300, placeholder="...") or resp.reason_phrase
 
 
-class AuditApi:
-    """An open HTTP client on the API at `base` with a bearer key (a context manager)."""
+class AuditApi(httpx.Client):
+    """An HTTP client on the API at `base` with a bearer key."""
 
     def __init__(self, base: str, key: str, timeout: float = 10.0) -> None:
-        self.base, self.timeout = base.rstrip("/"), timeout
+        self.base = base.rstrip("/")
         headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        self.client = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
+        super().__init__(base_url=self.base, headers=headers, timeout=timeout)
 
-    def __enter__(self) -> AuditApi:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.close()
-
-    def get(
-        self, path: str, params: dict[str, Any], accept: tuple[int, ...] = ()
-    ) -> httpx.Response:
-        """The answer when 2xx or in `accept`; AuditError for anything else."""
+    def ask(self, path: str, params: dict[str, Any], accept: tuple[int, ...] = ()) -> Any:
+        """The JSON answer when 2xx, the response when its status is in `accept`;
+        AuditError for anything else."""
         try:
-            resp = self.client.get(path, params=params)
+            resp = self.get(path, params=params)
         except httpx.TimeoutException:
             raise AuditError(
-                f"the API at {self.base} did not answer GET {path} within {self.timeout:g} s"
+                f"the API at {self.base} did not answer GET {path} within {self.timeout.read:g} s"
             ) from None
         except httpx.TransportError as exc:
-            reason = "connection refused" if _refused(exc) else str(exc) or type(exc).__name__
-            hint = (
-                "; is `livelab-api serve` running?" if isinstance(exc, httpx.ConnectError) else ""
-            )
-            raise AuditError(f"cannot reach the API at {self.base}: {reason}{hint}") from None
-        if resp.is_success or resp.status_code in accept:
+            connect = isinstance(exc, httpx.ConnectError)
+            hint = "; is `livelab-api serve` running?" if connect else ""
+            raise AuditError(f"cannot reach the API at {self.base}: {_reason(exc)}{hint}") from None
+        if resp.status_code in accept:
             return resp
         if resp.status_code == 401:
             raise AuditError(
                 f"the API refused the key (401): {_detail(resp)}; check --api-key / LIVELAB_API_KEY"
             )
-        raise AuditError(
-            f"the API at {self.base} answered {resp.status_code} to GET {path}: {_detail(resp)}"
-        )
-
-    def json(self, resp: httpx.Response) -> Any:
+        if not resp.is_success:
+            raise AuditError(
+                f"the API at {self.base} answered {resp.status_code} to GET {path}: {_detail(resp)}"
+            )
         try:
             return resp.json()
         except ValueError:
             raise AuditError(
-                f"the answer of {self.base}{resp.request.url.path} is not JSON: is it the "
-                "livelab API?"
+                f"the answer of {self.base}{path} is not JSON: is it the livelab API?"
             ) from None
 
     def check(self) -> None:
         """Reachable, the livelab API, and the key accepted (GET /v1/labs)."""
-        resp = self.get("/v1/labs", {}, accept=(404,))
-        body = None if resp.status_code == 404 else self.json(resp)
+        body = self.ask("/v1/labs", {}, accept=(404,))
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise AuditError(f"{self.base} does not answer GET /v1/labs: is it the livelab API?")
 
@@ -115,16 +92,19 @@ class AuditApi:
             **{"bucket": "1mo", "tz": "UTC", "stats": "count"},
         }
         path = f"/v1/labs/{quote(lab, safe='')}/aggregates"
-        resp = self.get(path, params, accept=(400, 404))
-        if resp.status_code == 404:
+        body = self.ask(path, params, accept=(400, 404))
+        if not isinstance(body, httpx.Response):
+            counts: Counter[SeriesKey] = Counter()
+            for row in body["data"]:  # one per series and bucket
+                counts[(str(row["device"]), str(row["sensor"]))] += int(row["count"] or 0)
+            return counts
+        if body.status_code == 404:
             return None
-        if resp.status_code == 400:
-            if end - start <= MIN_SPLIT:
-                raise AuditError(f"the API refused GET {path} with 400: {_detail(resp)}")
-            mid = start + (end - start) / 2  # too many buckets or rows: ask for each half
-            first, second = self.stored(lab, start, mid), self.stored(lab, mid, end)
-            return None if first is None or second is None else first + second
-        return sum_counts(self.json(resp)["data"])
+        if end - start <= MIN_SPLIT:
+            raise AuditError(f"the API refused GET {path} with 400: {_detail(body)}")
+        mid = start + (end - start) / 2  # too many buckets or rows: ask for each half
+        first, second = self.stored(lab, start, mid), self.stored(lab, mid, end)
+        return None if first is None or second is None else first + second
 
     def rejections(self, lab: str, since: datetime | None) -> int | None:
         """Rejections of the lab received at or after `since`; None when the lab is a 404."""
@@ -132,10 +112,9 @@ class AuditApi:
         params: dict[str, Any] = {"limit": REJECTION_PAGE}
         found = 0
         while True:
-            resp = self.get(path, params, accept=(404,))
-            if resp.status_code == 404:
+            body = self.ask(path, params, accept=(404,))
+            if isinstance(body, httpx.Response):  # 404
                 return None
-            body = self.json(resp)
             for row in body["data"]:
                 if since is not None and parse_rfc3339(row["received_at"]) < since:
                     return found

@@ -1,12 +1,7 @@
-"""The delivery audit: did every reading a run sent end up stored, exactly once?
-
-`audit` asks the API (`apiclient`), per lab of the manifest, for each series' readings in
-[start, end) (with ``open_end``, form 1, up to each poll) and the rejections since the run
-started, and compares (`build_report`). A series is ok, missing, doubled or unexpected;
-anything but ok fails, as does a 404 lab or a missing rejection. More rejections than
-injected are a note (a redelivered message is rejected twice) unless `strict_rejections`.
-Ingest may lag: it polls until every count matches or none changed for `wait` seconds.
-"""
+"""The delivery audit: did every reading a run sent end up stored, exactly once? `audit` asks
+the API (`apiclient`), per lab of the manifest, for each series' readings in [start, end) and
+the rejections since the run started, polling while ingest catches up, and `build_report`
+compares: a series is ok, missing, doubled or unexpected; anything but ok fails."""
 
 from __future__ import annotations
 
@@ -22,7 +17,7 @@ from typing import Any
 
 from simulators.apiclient import AuditApi, SeriesKey
 from simulators.errors import AuditError
-from simulators.manifest import LabManifest, Manifest, write_json
+from simulators.manifest import Manifest, write_json
 from simulators.report import AuditReport, LabAudit, Rejections, SeriesRow, Status
 
 log = logging.getLogger(__name__)
@@ -47,11 +42,6 @@ class Observed:
     rejections: int | None = None  # None: 404
     error: str | None = None  # the lab could not be audited (404)
 
-    def key(self) -> tuple[Any, ...]:
-        """What a change of is progress (the range's end moves with open_end: left out)."""
-        stored = None if self.stored is None else sorted(self.stored.items())
-        return (stored, self.rejections, self.error)
-
 
 def compare_series(
     lab: str, expected: Mapping[SeriesKey, int], stored: Mapping[SeriesKey, int]
@@ -69,13 +59,9 @@ def compare_series(
 
 
 def build_report(
-    manifest: Manifest,
-    observed: Mapping[str, Observed],
-    *,
-    api_url: str = "",
-    strict_rejections: bool = False,
-    waited: float = 0.0,
-) -> AuditReport:
+    manifest: Manifest, observed: Mapping[str, Observed], *, api_url: str = "",
+    strict_rejections: bool = False, waited: float = 0.0,
+) -> AuditReport:  # fmt: skip
     """Compare what the API answered (`observed`, per lab) with the manifest."""
     m = manifest
     report = AuditReport(
@@ -103,42 +89,37 @@ def build_report(
             series=compare_series(name, spec.series, seen.stored or Counter()),
         )  # fmt: skip
         report.labs.append(lab)
-        _judge(report, lab, spec, seen)
+        if seen.error is not None:
+            report.problems.append(f"{name}: {seen.error}")
+            continue
+        if seen.stored is None and spec.readings:
+            report.problems.append(f"{name}: readings were not checked (the manifest has no range)")
+        elif seen.stored is None:
+            report.notes.append(f"{name}: no readings expected and no range: readings not checked")
+        for status, template in (
+            ("missing", "{n} reading(s) missing in {k} series"),
+            ("doubled", "{n} reading(s) more than expected (doubled) in {k} series"),
+            ("unexpected", "{n} unexpected reading(s) in {k} series the manifest does not name"),
+        ):
+            if bad := [r for r in lab.series if r.status == status]:
+                what = template.format(n=sum(abs(r.diff) for r in bad), k=len(bad))
+                shown = ", ".join(f"{r.device}/{r.sensor} {r.diff:+d}" for r in bad[:5])
+                more = f", and {len(bad) - 5} more" if len(bad) > 5 else ""
+                report.problems.append(f"{name}: {what} ({shown}{more})")
+        found, want = seen.rejections, spec.rejections
+        if found is not None and found < want:
+            report.problems.append(
+                f"{name}: {want - found} rejection(s) missing ({found} of {want} found since "
+                "the run started): a rejection lost is a message dropped in silence"
+            )
+        elif found is not None and found > want:
+            text = f"{name}: {found - want} more rejection(s) than the run injected "
+            text += f"({found} found, {want} expected)"
+            if strict_rejections:
+                report.problems.append(text + " (--strict-rejections)")
+            else:
+                report.notes.append(f"{text}; {REDELIVERY_NOTE}")
     return report
-
-
-def _judge(report: AuditReport, lab: LabAudit, spec: LabManifest, seen: Observed) -> None:
-    name = lab.lab
-    if seen.error is not None:
-        report.problems.append(f"{name}: {seen.error}")
-        return
-    if seen.stored is None and spec.readings:
-        report.problems.append(f"{name}: readings were not checked (the manifest has no range)")
-    elif seen.stored is None:
-        report.notes.append(f"{name}: no readings expected and no range: readings not checked")
-    for status, template in (
-        ("missing", "{n} reading(s) missing in {k} series"),
-        ("doubled", "{n} reading(s) more than expected (doubled) in {k} series"),
-        ("unexpected", "{n} unexpected reading(s) in {k} series the manifest does not name"),
-    ):
-        if bad := [r for r in lab.series if r.status == status]:
-            what = template.format(n=sum(abs(r.diff) for r in bad), k=len(bad))
-            shown = ", ".join(f"{r.device}/{r.sensor} {r.diff:+d}" for r in bad[:5])
-            more = f", and {len(bad) - 5} more" if len(bad) > 5 else ""
-            report.problems.append(f"{name}: {what} ({shown}{more})")
-    found, want = lab.rejections.found, lab.rejections.expected
-    if found is not None and found < want:
-        report.problems.append(
-            f"{name}: {want - found} rejection(s) missing ({found} of {want} found since the "
-            "run started): a rejection lost is a message dropped in silence"
-        )
-    elif found is not None and found > want:
-        text = f"{name}: {found - want} more rejection(s) than the run injected "
-        text += f"({found} found, {want} expected)"
-        if report.strict_rejections:
-            report.problems.append(text + " (--strict-rejections)")
-        else:
-            report.notes.append(f"{text}; {REDELIVERY_NOTE}")
 
 
 def settled(manifest: Manifest, observed: Mapping[str, Observed]) -> bool:
@@ -188,41 +169,35 @@ def _progress(manifest: Manifest, observed: Mapping[str, Observed]) -> str:
 
 
 def audit(
-    manifest: Manifest,
-    *,
-    api_url: str,
-    api_key: str,
-    wait: float = DEFAULT_WAIT,
-    timeout: float = 10.0,
-    strict_rejections: bool = False,
-    poll_interval: float = 0.5,
-) -> AuditReport:
+    manifest: Manifest, *, api_url: str, api_key: str, wait: float = DEFAULT_WAIT,
+    timeout: float = 10.0, strict_rejections: bool = False, poll_interval: float = 0.5,
+) -> AuditReport:  # fmt: skip
     """Ask the API what the run's labs hold and compare with `manifest`, polling until every
     count matches or no count changed for `wait` seconds. Raises `AuditError` when the API
     cannot be reached, refuses the key or fails (5xx)."""
     began = time.monotonic()
     with AuditApi(api_url, api_key, timeout) as api:
         api.check()
-        observed = _observe(api, manifest)
-        last_key = [seen.key() for seen in observed.values()]
-        changed = logged = time.monotonic()
-        if not settled(manifest, observed) and wait > 0:
-            log.info("%s", _progress(manifest, observed))
-        took = time.monotonic() - began
-        while not settled(manifest, observed) and time.monotonic() - changed < wait:
-            # Never ask more often than one round of questions takes (a big lab's aggregate).
-            pause = max(poll_interval, took)
-            time.sleep(min(pause, max(0.0, wait - (time.monotonic() - changed))))
+        last_key: list[Any] | None = None
+        changed = logged = began
+        while True:
             asked = time.monotonic()
             observed = _observe(api, manifest)
-            took = time.monotonic() - asked
-            if progressed := (key := [seen.key() for seen in observed.values()]) != last_key:
-                last_key, changed = key, time.monotonic()
-            if progressed or time.monotonic() - logged >= _LOG_EVERY:
+            now = time.monotonic()
+            if settled(manifest, observed):
+                break
+            # A change of these is progress (the range's end moves with open_end: left out).
+            key = [(seen.stored, seen.rejections, seen.error) for seen in observed.values()]
+            if progressed := key != last_key:
+                last_key, changed = key, now
+            if now - changed >= wait:
+                log.info("no change for %g s: reporting what is stored", wait)
+                break
+            if progressed or now - logged >= _LOG_EVERY:
                 log.info("%s", _progress(manifest, observed))
-                logged = time.monotonic()
-        if not settled(manifest, observed):
-            log.info("no change for %g s: reporting what is stored", wait)
+                logged = now
+            # Never ask more often than one round of questions takes (a big lab's aggregate).
+            time.sleep(min(max(poll_interval, now - asked), wait - (now - changed)))
     return build_report(
         manifest, observed, api_url=api.base, strict_rejections=strict_rejections,
         waited=time.monotonic() - began,
@@ -230,14 +205,9 @@ def audit(
 
 
 def run_audit(
-    manifest: Manifest,
-    *,
-    api_url: str,
-    api_key: str | None,
-    wait: float = DEFAULT_WAIT,
-    strict_rejections: bool = False,
-    json_path: str | Path | None = None,
-) -> int:
+    manifest: Manifest, *, api_url: str, api_key: str | None, wait: float = DEFAULT_WAIT,
+    strict_rejections: bool = False, json_path: str | Path | None = None,
+) -> int:  # fmt: skip
     """Audit and print the table (``livelab-sim audit`` and ``--verify``): 0 ok, 1 failed,
     2 usage error (no key, report not writable), 3 the API could not be asked."""
     if not api_key:

@@ -1,9 +1,5 @@
-"""Fault rates (``[faults]`` of a scenario; the table is in README's Simulators section) and
-the malformed messages. Each rate is a probability, 0 (off) by default: ``drop`` per reading;
-``duplicate`` (not for form 1: without a time a copy is a new reading), ``out_of_order``,
-``late``, ``malformed`` (one of ``malformed_kinds``: each must become one rejection),
-``burst``, ``offline`` per message; ``clock_skew`` per device.
-"""
+"""Fault rates (``[faults]`` of a scenario: each a probability, 0 (off) by default, per reading,
+message or device as README's Simulators table says) and the malformed messages."""
 
 from __future__ import annotations
 
@@ -61,23 +57,15 @@ class Faults(BaseModel):
         """The eight rates by name (their settings, such as ``late_by``, left out)."""
         return {name: getattr(self, name) for name in RATES}
 
-    @property
-    def any(self) -> bool:
-        return any(self.rates().values())
-
     def with_rates(self, **rates: float) -> Faults:
         """A copy with some settings changed, validated (`--fault NAME=VALUE`)."""
         return Faults.model_validate({**self.model_dump(), **rates})
 
 
 def malformed_message(
-    kind: MalformedKind,
-    lab: str,
-    device: str,
-    sensors: tuple[str, ...],
-    time: datetime,
+    kind: MalformedKind, lab: str, device: str, sensors: tuple[str, ...], time: datetime,
     rng: random.Random,
-) -> tuple[str, bytes]:
+) -> tuple[str, bytes]:  # fmt: skip
     """A broken (topic, payload) of `kind` for `device`: ingest must reject all of it."""
     topic = topic_for(lab, device)
     sensor = sensors[0] if sensors else "value"

@@ -3,11 +3,10 @@ rate, from one or more processes: ``run_load(LoadOptions(lab="x", processes=2, m
 
 Device ``load-PP-NNNN``'s k-th reading is at ``base + k`` ms (base: the start of the run
 minus a day) with the value ``k % 1000``, so every (device, time) is unique and in the past.
-One process runs here; more run in a "spawn" `ProcessPoolExecutor`, one share each: they
-connect, meet at a barrier, publish, and report through a shared counter array; children
-ignore SIGINT and stop when the parent's event says so. After a stall a paced process
-catches up at most a second's worth. `manifest` writes a `Manifest` for the audit.
-"""
+One process runs here; more run in a "spawn" `ProcessPoolExecutor`: they connect, meet at a
+barrier, publish their share and report through a shared counter array; children ignore
+SIGINT and stop when the parent's event says so. A paced process catches up at most a
+second's worth after a stall."""
 
 from __future__ import annotations
 
@@ -15,19 +14,17 @@ import contextlib
 import logging
 import math
 import multiprocessing
-import os
-import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from schemas.names import is_lab
+from schemas.names import is_lab, topic_for
 from schemas.times import from_epoch_ms
 from simulators.errors import BrokerUnreachable, PublishIncomplete
 from simulators.manifest import Manifest
@@ -69,12 +66,14 @@ class LoadOptions:
     port: int = 1883
     mqtt_version: MqttVersion = "3.1.1"
     manifest: str | Path | None = None
-    progress_every: float = 5.0
+    progress_every: float | None = 5.0  # None: no progress lines
 
     def __post_init__(self) -> None:
         m, d, r, n = self.messages, self.duration, self.rate, self.devices
         if (m is None) == (d is None):
-            raise ValueError("give exactly one of messages (a count) and duration (seconds)")
+            raise ValueError(
+                "give exactly one of messages or duration (--messages N or --duration SECONDS)"
+            )
         if not is_lab(self.lab):
             raise ValueError(f"lab {self.lab!r}: 1-64 of a-z 0-9 _ -, starting with a letter")
         if self.processes < 1:
@@ -122,11 +121,11 @@ class LoadResult:
 
     options: LoadOptions
     processes: list[ProcessResult]
-    stopped: bool = False
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    base_ms: int = 0
-    manifest: Path | None = field(default=None)
+    stopped: bool
+    started_at: datetime
+    finished_at: datetime
+    base_ms: int
+    manifest: Path | None = None
 
     @property
     def messages(self) -> int:
@@ -139,7 +138,7 @@ class LoadResult:
     @property
     def elapsed(self) -> float:
         """From the first process's first message to the last acknowledgement of any."""
-        active = [p for p in self.processes if p.finished > 0]
+        active = [p for p in self.processes if p.started > 0]
         return max(p.finished for p in active) - min(p.started for p in active) if active else 0.0
 
     @property
@@ -172,34 +171,15 @@ class LoadResult:
         return text
 
 
-@dataclass(frozen=True)
-class _Share:
-    """One process's part of the run (pickled to the child)."""
-
-    index: int
-    devices: int
-    messages: int | None  # None: until the duration ends
-    rate: float | None  # this process's messages/s
-    base_ms: int
-    client_id: str
-    options: LoadOptions
-
-
-def _publish_share(
-    share: _Share,
-    pub: Publisher,
-    stop: StopFlag,
-    counts: MutableSequence[int],
-    result: ProcessResult,
-    tick: Callable[[], None] | None,
-) -> None:
-    """Publish the share's messages on a connected `pub`; updates `result` and `counts`."""
-    o = share.options
-    topics = [
-        f"livelab/{o.lab}/{device_name(share.index, n)}/telemetry" for n in range(share.devices)
-    ]
-    nd, base, rate, slot = len(topics), share.base_ms, share.rate, 2 * share.index
-    limit = min(share.messages or nd * DAY_MS, nd * DAY_MS)
+def _publish(
+    o: LoadOptions, result: ProcessResult, base_ms: int, pub: Publisher, stop: StopFlag,
+    tick: Callable[[int, int], None],
+) -> None:  # fmt: skip
+    """Publish process `result.index`'s share on a connected `pub`."""
+    topics = [topic_for(o.lab, device_name(result.index, n)) for n in range(result.devices)]
+    nd, rate = len(topics), None if o.rate is None else o.rate / o.processes
+    messages = None if o.messages is None else split(o.messages, o.processes)[result.index]
+    limit = min(messages or nd * DAY_MS, nd * DAY_MS)
     publish = pub.publish
     result.started = t0 = time.monotonic()
     end_at = math.inf if o.duration is None else t0 + o.duration
@@ -222,28 +202,21 @@ def _publish_share(
                 continue
         for j in range(sent, upto):
             k, d = divmod(j, nd)
-            publish(topics[d], PAYLOAD % (base + k, k % 1000))
-        sent = result.messages = counts[slot] = upto
-        counts[slot + 1] = pub.acknowledged
-        if tick is not None:
-            tick()
-    if share.messages is None and sent >= limit:
-        log.warning("load process %d: its devices reached the start time of the run", share.index)
+            publish(topics[d], PAYLOAD % (base_ms + k, k % 1000))
+        sent = result.messages = upto
+        tick(sent, pub.acknowledged)
+    if messages is None and sent >= limit:
+        log.warning("load process %d: its devices reached the start time of the run", result.index)
 
 
 def _run_share(
-    share: _Share,
-    stop: StopFlag,
-    counts: MutableSequence[int],
+    o: LoadOptions, index: int, base_ms: int, stop: StopFlag, tick: Callable[[int, int], None],
     barrier: Any = None,
-    tick: Callable[[], None] | None = None,
-) -> ProcessResult:
-    """Connect, (wait at `barrier` for the others,) publish, drain; errors go into the result."""
-    o = share.options
-    result = ProcessResult(share.index, share.devices)
-    pub = Publisher(
-        host=o.host, port=o.port, qos=o.qos, mqtt_version=o.mqtt_version, client_id=share.client_id
-    )
+) -> ProcessResult:  # fmt: skip
+    """Connect, (wait at `barrier` for the others,) publish process `index`'s share, drain,
+    calling `tick(sent, acknowledged)` on the way; errors go into the result."""
+    result = ProcessResult(index, split(o.devices, o.processes)[index])
+    pub = Publisher(host=o.host, port=o.port, qos=o.qos, mqtt_version=o.mqtt_version)
     try:
         pub.connect()
     except BrokerUnreachable as exc:
@@ -253,11 +226,11 @@ def _run_share(
         return result
     try:
         if barrier is not None:
-            try:
-                barrier.wait(READY_TIMEOUT)
-            except threading.BrokenBarrierError:
-                stop = _SET
-        _publish_share(share, pub, stop, counts, result, tick)
+            barrier.wait(READY_TIMEOUT)
+        _publish(o, result, base_ms, pub, stop, tick)
+        pub.close()
+    except threading.BrokenBarrierError:  # another process could not connect: publish nothing
+        result.stopped = True
         pub.close()
     except PublishIncomplete as exc:
         result.error_kind, result.error = "incomplete", str(exc)
@@ -268,76 +241,61 @@ def _run_share(
     finally:
         result.finished = time.monotonic()
         result.messages, result.acked, result.failed = pub.sent, pub.acknowledged, pub.failed
-        counts[2 * share.index], counts[2 * share.index + 1] = result.messages, result.acked
+        tick(result.messages, result.acked)
     return result
 
 
-_SET = threading.Event()
-_SET.set()
 _child: dict[str, Any] = {}  # a child's stop event, barrier and counters (from the initializer)
 
 
 def _init_child(stop: Any, barrier: Any, counts: Any, log_level: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: parent decides
-    logging.basicConfig(
-        level=log_level, format="%(asctime)s %(levelname)s livelab-sim load: %(message)s"
-    )
+    fmt = "%(asctime)s %(levelname)s livelab-sim load: %(message)s"
+    logging.basicConfig(level=log_level, format=fmt)
     _child.update(stop=stop, barrier=barrier, counts=counts)
 
 
-def _child_share(share: _Share) -> ProcessResult:
-    return _run_share(share, _child["stop"], _child["counts"], _child["barrier"])
+def _child_share(o: LoadOptions, index: int, base_ms: int) -> ProcessResult:
+    def tick(sent: int, acked: int) -> None:  # the parent reads them for its progress line
+        _child["counts"][2 * index : 2 * index + 2] = sent, acked
+
+    return _run_share(o, index, base_ms, _child["stop"], tick, _child["barrier"])
 
 
-def _run_children(shares: list[_Share], stop: threading.Event) -> list[ProcessResult]:
+def _run_children(
+    o: LoadOptions, base_ms: int, stop: threading.Event, progress: Progress
+) -> list[ProcessResult]:
     ctx = multiprocessing.get_context("spawn")
-    child_stop, barrier = ctx.Event(), ctx.Barrier(len(shares))
-    counts = ctx.Array("q", 2 * len(shares), lock=False)
+    child_stop, barrier = ctx.Event(), ctx.Barrier(o.processes)
+    counts = ctx.Array("q", 2 * o.processes, lock=False)
     level = logging.getLogger("simulators").getEffectiveLevel()
-    progress = Progress("load", unit="messages", every=shares[0].options.progress_every)
     with ProcessPoolExecutor(
-        len(shares), mp_context=ctx, initializer=_init_child,
+        o.processes, mp_context=ctx, initializer=_init_child,
         initargs=(child_stop, barrier, counts, level),
     ) as pool:  # fmt: skip
-        futures = [pool.submit(_child_share, share) for share in shares]
+        futures = [pool.submit(_child_share, o, i, base_ms) for i in range(o.processes)]
         while wait(futures, timeout=0.2).not_done:
             if stop.is_set():
                 child_stop.set()
             if sent := sum(counts[0::2]):
-                progress.update(
-                    sent, lambda: f"{sum(counts[0::2]) - sum(counts[1::2])} awaiting ack"
-                )
+                progress.update(sent, lambda: f"{sent - sum(counts[1::2])} awaiting ack")
     results = []
-    for share, future in zip(shares, futures, strict=True):
+    for i, future in enumerate(futures):
         try:
             results.append(future.result())
         except Exception as exc:  # a bug or a killed child: say so rather than hang
-            error = f"load process {share.index} crashed: {exc!r}"
-            results.append(
-                ProcessResult(share.index, share.devices, error_kind="crash", error=error)
-            )
-    progress.close()
+            error = f"load process {i} crashed: {exc!r}"  # (its messages are unknown: 0)
+            results.append(ProcessResult(i, 0, error_kind="crash", error=error))
     return results
 
 
 def run_load(options: LoadOptions, stop: threading.Event | None = None) -> LoadResult:
     """Run the load; `stop` ends it early. Raises `BrokerUnreachable` when a process cannot
-    connect and `PublishIncomplete` when acknowledgements are missing at the end (after
-    writing the manifest, marked incomplete).
-
-    With ``processes > 1`` the children are started with "spawn", which imports the calling
-    program's main module in each: keep its work under ``if __name__ == "__main__":``.
-    """
+    connect, `PublishIncomplete` when acknowledgements are missing (after writing the manifest).
+    With ``processes > 1`` "spawn" imports the calling program's main module in each child:
+    keep its work under ``if __name__ == "__main__":``."""
     o, stop = options, stop or threading.Event()
     base_ms = int(time.time()) * 1000 - DAY_MS
-    run = secrets.token_hex(3)
-    per_device = split(o.devices, o.processes)
-    per_message = split(o.messages, o.processes) if o.messages else [None] * o.processes
-    shares = [
-        _Share(i, per_device[i], per_message[i], None if o.rate is None else o.rate / o.processes,
-               base_ms, f"livelab-load-{os.getpid()}-{run}-{i}", o)
-        for i in range(o.processes)
-    ]  # fmt: skip
     what = f"{o.messages} messages" if o.messages else f"{o.duration:g} s"
     target = "as fast as possible" if o.rate is None else f"{o.rate:g} messages/s"
     log.info(
@@ -345,21 +303,18 @@ def run_load(options: LoadOptions, stop: threading.Event | None = None) -> LoadR
         what, o.host, o.port, o.processes, o.devices, target, o.qos,
     )  # fmt: skip
     started_at = datetime.now(UTC)
+    progress = Progress("load", None, "messages", o.progress_every)
     if o.processes == 1:
-        counts = [0, 0]
-        progress = Progress("load", unit="messages", every=o.progress_every)
 
-        def tick() -> None:
-            progress.update(counts[0], lambda: f"{counts[0] - counts[1]} awaiting ack")
+        def tick(sent: int, acked: int) -> None:
+            progress.update(sent, lambda: f"{sent - acked} awaiting ack")
 
-        results = [_run_share(shares[0], stop, counts, tick=tick)]
-        progress.close()
+        results = [_run_share(o, 0, base_ms, stop, tick)]
     else:
-        results = _run_children(shares, stop)
-    result = LoadResult(
-        o, results, stop.is_set() or any(r.stopped for r in results), started_at,
-        datetime.now(UTC), base_ms,
-    )  # fmt: skip
+        results = _run_children(o, base_ms, stop, progress)
+    progress.close()
+    stopped = stop.is_set() or any(r.stopped for r in results)
+    result = LoadResult(o, results, stopped, started_at, datetime.now(UTC), base_ms)
     if unreachable := [r for r in results if r.error_kind == "unreachable"]:
         raise BrokerUnreachable(o.host, o.port, unreachable[0].error or "unknown")
     if o.manifest is not None:
@@ -373,7 +328,7 @@ def run_load(options: LoadOptions, stop: threading.Event | None = None) -> LoadR
     return result
 
 
-def write_manifest(result: LoadResult, path: str | Path) -> Manifest:
+def write_manifest(result: LoadResult, path: str | Path) -> None:
     """The manifest of a load run: per device its readings and their time range."""
     m = Manifest(
         mode="load", started_at=result.started_at, finished_at=result.finished_at,
@@ -387,4 +342,3 @@ def write_manifest(result: LoadResult, path: str | Path) -> Manifest:
                 lab.add(device_name(p.index, n), SENSOR, last, count)
                 lab.widen(from_epoch_ms(result.base_ms))
     m.save(path)
-    return m

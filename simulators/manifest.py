@@ -1,11 +1,7 @@
-"""The run manifest: what a run sent, so that `livelab-sim audit` can check it was stored.
-
-``--manifest FILE`` writes, per lab, the distinct readings each series should now have (what
-was sent minus what faults dropped or corrupted, duplicates once), the half-open range
-[start, end) they lie in, the rejections the lab should have gained, and the faults
-injected. With ``open_end`` (form 1: ingest stamps the receive time) the audit counts up to
-the moment it runs.
-"""
+"""The run manifest (``--manifest FILE``): per lab, the distinct readings each series should now
+have (sent minus what faults dropped or corrupted, duplicates once), the range [start, end)
+they lie in and the rejections the lab should have gained; the faults injected. With
+``open_end`` (form 1: ingest stamps the receive time) the audit counts up to its own time."""
 
 from __future__ import annotations
 
@@ -15,14 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    Field,
-    ValidationError,
-    computed_field,
-    field_serializer,
-    field_validator,
-)
+from pydantic import BaseModel, Field, computed_field, field_serializer, field_validator
 
 _MS = timedelta(milliseconds=1)
 
@@ -97,5 +86,5 @@ class Manifest(BaseModel):
         """Read a manifest; ValueError with the file name when it is not one."""
         try:
             return cls.model_validate_json(Path(path).read_bytes())
-        except ValidationError as exc:
+        except ValueError as exc:  # a pydantic ValidationError
             raise ValueError(f"{path}: not a livelab-sim manifest ({exc})") from exc

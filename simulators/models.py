@@ -50,15 +50,10 @@ def uniform(*parts: object) -> float:
     return n / 2**64
 
 
-def gauss(*parts: object) -> float:
-    """A standard normal number fixed by `parts`."""
-    u = min(max(uniform(*parts), 1e-12), 1 - 1e-12)
-    return _NORMAL.inv_cdf(u)
-
-
 def white(series: Series, t: float, sigma: float, tag: str = "w") -> float:
     """Independent normal noise with standard deviation `sigma` for the reading at `t`."""
-    return sigma * gauss(*series, tag, round(t * 1000))
+    u = uniform(*series, tag, round(t * 1000))
+    return sigma * _NORMAL.inv_cdf(min(max(u, 1e-12), 1 - 1e-12))
 
 
 @lru_cache(maxsize=65_536)
@@ -72,8 +67,7 @@ def smooth(series: Series, t: float, period: float, amplitude: float, tag: str =
     i = math.floor(x)
     f = x - i
     f = f * f * (3 - 2 * f)  # smoothstep: continuous slope at the knots
-    a = _knot(series, tag, period, i)
-    b = _knot(series, tag, period, i + 1)
+    a, b = _knot(series, tag, period, i), _knot(series, tag, period, i + 1)
     return amplitude * (a + (b - a) * f)
 
 
@@ -92,23 +86,16 @@ def traffic(t: datetime) -> float:
     """Road traffic, 0..~1: weekday rush hours at 08:00 and 16:30, a flat weekend midday."""
     hour, weekday = local_hour(t)
     if weekday <= 5:
-        return (
-            0.08
-            + 0.9 * bump(hour, 8.0, 1.0)
-            + 0.8 * bump(hour, 16.5, 1.3)
-            + 0.25 * bump(hour, 12.5, 2.5)
-        )
+        rush = 0.9 * bump(hour, 8.0, 1.0) + 0.8 * bump(hour, 16.5, 1.3)
+        return 0.08 + rush + 0.25 * bump(hour, 12.5, 2.5)
     return 0.08 + 0.35 * bump(hour, 13.0, 3.0)
-
-
-def day_of_year(t: datetime) -> float:
-    tt = t.timetuple()
-    return tt.tm_yday - 1 + (tt.tm_hour + tt.tm_min / 60) / 24
 
 
 def seasonal_temperature(t: datetime) -> float:
     """Helsingborg's climate: about 0 °C in late January, 18 °C in late July."""
-    return 8.8 - 9.0 * math.cos(_TWO_PI * (day_of_year(t) - 20) / 365.25)
+    tt = t.timetuple()
+    day = tt.tm_yday - 1 + (tt.tm_hour + tt.tm_min / 60) / 24
+    return 8.8 - 9.0 * math.cos(_TWO_PI * (day - 20) / 365.25)
 
 
 @dataclass(frozen=True)
@@ -125,9 +112,7 @@ class SensorModel(ABC):
 
     def value(self, seed: int, device: str, t: datetime) -> float | int:
         v = self.raw(Series(seed, device, self.name), t, t.timestamp())
-        if self.decimals <= 0:
-            return round(v)
-        return round(v, self.decimals)
+        return round(v) if self.decimals <= 0 else round(v, self.decimals)
 
 
 @dataclass(frozen=True)
@@ -190,9 +175,8 @@ class SoundLevel(SensorModel):
 
     def raw(self, series: Series, t: datetime, ts: float) -> float:
         hour, _ = local_hour(t)
-        activity = 1.0 / (1 + math.exp(-(hour - 6.5) * 1.5)) - 1.0 / (
-            1 + math.exp(-(hour - 22.5) * 1.5)
-        )
+        awake, asleep = (1.0 / (1 + math.exp(-(hour - h) * 1.5)) for h in (6.5, 22.5))
+        activity = awake - asleep  # from 06:30 to 22:30
         site = 4.0 * (uniform(*series, "site") - 0.5)
         v = 41.0 + site + 11.0 * activity + 10.0 * traffic(t) + smooth(series, ts, 900, 2.0)
         return min(110.0, max(25.0, v + white(series, ts, 1.5)))
@@ -273,3 +257,11 @@ class Battery(SensorModel):
         phase = (ts / cycle + uniform(*series, "phase")) % 1.0
         v = 4.15 - 0.55 * phase - 0.05 * phase**4
         return v + smooth(series, ts, 3 * 3600, 0.01) + white(series, ts, 0.004)
+
+
+#: The models a scenario names, by the name it uses.
+MODELS: dict[str, type[SensorModel]] = {
+    "temperature": Temperature, "humidity": Humidity, "no2": NO2, "pm25": PM25,
+    "sound_level": SoundLevel, "sea_level": SeaLevel, "energy_counter": EnergyCounter,
+    "occupancy": Occupancy, "battery": Battery,
+}  # fmt: skip

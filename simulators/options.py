@@ -8,18 +8,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.telemetry import TsFormat
-from simulators.lab import Form, LabSpec
-from simulators.publisher import MqttVersion, Publisher
-
-if TYPE_CHECKING:
-    from simulators.manifest import Manifest
-    from simulators.record import CsvRecorder
-    from simulators.scenario import Scenario
+from simulators.manifest import Manifest
+from simulators.publisher import MqttVersion
+from simulators.scenario import Form, Scenario
 
 
 class SimSettings(BaseSettings):
@@ -36,13 +32,11 @@ class SimSettings(BaseSettings):
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """Everything a run is given; None means the scenario's (each device's) setting. `lab`
-    renames a one-lab scenario or picks one lab; `spec` runs that lab instead; `publisher`
-    is used instead of connecting to host:port; `stop` ends the run when set; `progress`:
-    "bar" (redrawn on a terminal, else lines every 5 s), seconds between lines, or "off"."""
+    renames a one-lab scenario or picks one lab; `record` is a CSV file to write; `stop`
+    ends the run when set; `progress` off: no progress lines."""
 
     scenario: Scenario | str | None = None
     lab: str | None = None
-    spec: LabSpec | None = None
     devices: Sequence[str] | None = None
     sensors: Sequence[str] | None = None
     seed: int | None = None
@@ -55,8 +49,7 @@ class RunOptions:
     host: str = "127.0.0.1"
     port: int = 1883
     mqtt_version: MqttVersion = "3.1.1"
-    publisher: Publisher | None = None
-    record: str | Path | CsvRecorder | None = None
+    record: str | Path | None = None
     manifest: Manifest | None = None
     stop: threading.Event | None = None
-    progress: str | float = 5.0
+    progress: bool = True

@@ -2,7 +2,7 @@
 
 Count, rate and, with a total, share done and ETA. On a terminal one line redrawn in place
 (``\\r``) every half second; otherwise a log line on the ``simulators`` logger every `every`
-seconds, so logs stay readable.
+seconds, so logs stay readable. ``every=None``: off.
 """
 
 from __future__ import annotations
@@ -18,19 +18,17 @@ log = logging.getLogger("simulators")
 class Progress:
     """``update(done)`` as often as you like; it reports at most every `every` seconds."""
 
-    def __init__(
-        self, label: str, total: int | None = None, *, unit: str = "readings", every: float = 5.0
-    ) -> None:
-        self.label, self.total, self.unit = label, total, unit
+    def __init__(self, label: str, total: int | None, unit: str, every: float | None = 5.0) -> None:
+        self.label, self.total, self.unit, self.on = label, total, unit, every is not None
         self.terminal = sys.stderr.isatty()
-        self.every = 0.5 if self.terminal else every
+        self.every = 0.5 if self.terminal else every or 0.0
         self.start = self.last = time.monotonic()
         self.last_done = 0
 
-    def update(self, done: int, extra: Callable[[], str] | None = None) -> None:
+    def update(self, done: int, extra: Callable[[], str]) -> None:
         """`extra`: more to say (called only when reporting)."""
         now = time.monotonic()
-        if now - self.last < self.every:
+        if not self.on or now - self.last < self.every:
             return
         rate = (done - self.last_done) / (now - self.last)
         self.last, self.last_done = now, done
@@ -39,7 +37,7 @@ class Progress:
             overall = done / (now - self.start)
             eta = f"{(self.total - done) / overall:.0f} s" if overall > 0 else "?"
             text += f" of {self.total} ({done / self.total:.0%}), ETA {eta}"
-        text += f", {rate:.0f} {self.unit}/s" + (f", {extra()}" if extra else "")
+        text += f", {rate:.0f} {self.unit}/s, {extra()}"
         if self.terminal:
             sys.stderr.write(f"\r{text}\x1b[K")
             sys.stderr.flush()

@@ -10,22 +10,20 @@ No network thread: paho is driven from `publish`, `poll`, `idle` and `wait_all`,
 ``client.publish()`` writes straight to the socket and PUBACKs are read every `POLL_EVERY`
 publishes (``loop_start`` hands every packet to a thread: 21-27k msg/s here against ~40k).
 Flow control: at most `max_inflight` outstanding; paho's own window is off, as paho scans it
-on every PUBACK. A lost connection is retried with tenacity's exponential backoff (1, 2, 4 ...
-30 s), one warning per outage; paho re-sends unacknowledged QoS 1 messages on reconnect, and
-QoS 0 messages not yet written are lost (counted as `dropped`).
-
-The broker credential and TLS come from ``LIVELAB_MQTT_USERNAME``, ``LIVELAB_MQTT_PASSWORD``
-and ``LIVELAB_MQTT_TLS_CA`` (verify the broker with this CA file; set, TLS is on), so every run
-mode and each load-generator process connects the same way.
+on every PUBACK. A lost connection is retried with tenacity's backoff, one warning per outage;
+paho re-sends unacknowledged QoS 1 messages, QoS 0 ones not yet written are lost (`dropped`).
+The credential and TLS CA: ``LIVELAB_MQTT_USERNAME``, ``_PASSWORD``, ``LIVELAB_MQTT_TLS_CA``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import secrets
 import select
+import threading
 import time
 from collections import deque
 from typing import Any, Literal, Protocol
@@ -50,6 +48,7 @@ RECONNECT_WAIT = tenacity.wait_exponential_jitter(initial=1, max=30, jitter=0.5)
 _MAX_MID = 65535  # paho's message ids: more QoS 1 messages in flight would collide
 _NOT_WRITTEN = (MQTTErrorCode.MQTT_ERR_NO_CONN, MQTTErrorCode.MQTT_ERR_CONN_LOST)
 _monotonic = time.monotonic
+_NEVER = threading.Event()  # `idle` without a stop flag waits on this
 
 
 class StopFlag(Protocol):
@@ -69,20 +68,13 @@ class Publisher:
     """Publishes messages to one MQTT broker from one thread; a context manager that connects
     and drains. Counts: `sent` (handed to paho), `acknowledged` (QoS 1, or written out for
     QoS 0), `failed` (refused by an MQTT 5 broker), `dropped` (QoS 0 lost with the
-    connection). Not thread-safe."""
+    connection), `reconnects` (connections lost). Not thread-safe."""
 
     def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 1883,
-        qos: int = 1,
-        mqtt_version: MqttVersion = "3.1.1",
-        client_id: str | None = None,
-        max_inflight: int = 1000,
-        connect_timeout: float = 10.0,
-        keepalive: int = 30,
-    ) -> None:
+        self, *, host: str = "127.0.0.1", port: int = 1883, qos: int = 1,
+        mqtt_version: MqttVersion = "3.1.1", max_inflight: int = 1000,
+        connect_timeout: float = 10.0, keepalive: int = 30,
+    ) -> None:  # fmt: skip
         for bad, what in (
             (qos not in (0, 1), f"qos must be 0 or 1, not {qos!r}"),
             (mqtt_version not in _PROTOCOLS, f"mqtt_version must be 3.1.1 or 5: {mqtt_version!r}"),
@@ -95,23 +87,17 @@ class Publisher:
                 raise ValueError(what)
         self.host, self.port, self.qos, self.keepalive = host, port, qos, keepalive
         self.max_inflight, self.connect_timeout = max_inflight, connect_timeout
-        self.client_id = client_id or f"livelab-sim-{os.getpid()}-{secrets.token_hex(3)}"
-
-        self.sent = 0  # messages handed to paho
-        self.acknowledged = 0  # acknowledged (QoS 1) or written to the socket (QoS 0)
-        self.failed = 0  # refused: a PUBACK with a failure reason code (MQTT 5)
-        self.dropped = 0  # QoS 0 messages lost with the connection (at most once)
+        self.client_id = f"livelab-sim-{os.getpid()}-{secrets.token_hex(3)}"
+        self.sent = self.acknowledged = self.failed = self.dropped = self.reconnects = 0
+        self.connected = False  # CONNACK received on the current connection
         self._qos0: deque[mqtt.MQTTMessageInfo] = deque()  # QoS 0 waiting in paho's buffer
         self._poll_at = 0.0  # publish services the network at this time at the latest
-        self._connected = False  # CONNACK received on the current connection
         self._connect_error: str | None = None
         self._was_connected = False  # connect() succeeded once: losses are reconnected
         self._down_since: float | None = None  # monotonic time the current outage began
         self._retry_at = 0.0
         self._attempts = _attempts()  # of the current outage, for RECONNECT_WAIT
-        self._closing = False
         self._closed = False
-        self.reconnects = 0  # times the connection was lost (and re-established or retried)
 
         version, protocol = CallbackAPIVersion.VERSION2, _PROTOCOLS[mqtt_version]
         client = mqtt.Client(version, client_id=self.client_id, protocol=protocol)
@@ -134,11 +120,9 @@ class Publisher:
     ) -> None:
         if reason.is_failure:
             self._connect_error = f"connection refused: {reason}"
-            log.debug(
-                "MQTT broker at %s:%s refused the connection: %s", self.host, self.port, reason
-            )
+            log.debug("MQTT broker at %s:%s: %s", self.host, self.port, self._connect_error)
             return
-        self._connected = True
+        self.connected = True
         self._connect_error = None
         if self._down_since is not None:
             log.info(
@@ -150,8 +134,8 @@ class Publisher:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
-        self._connected = False
-        if not self._closing and self._was_connected and self._down_since is None:
+        self.connected = False
+        if not self._closed and self._was_connected and self._down_since is None:
             self._lost(str(reason))
 
     def _on_publish(
@@ -161,17 +145,10 @@ class Publisher:
         if reason.is_failure:
             self.failed += 1
 
-    # -- public API --
-
     @property
     def outstanding(self) -> int:
         """Messages neither acknowledged (QoS 1), written out (QoS 0) nor dropped (QoS 0)."""
         return self.sent - self.acknowledged - self.dropped
-
-    @property
-    def connected(self) -> bool:
-        """True while connected to the broker (CONNACK received, connection not lost)."""
-        return self._connected
 
     def connect(self) -> None:
         """Connect and wait for the CONNACK; raise `BrokerUnreachable` if that fails."""
@@ -181,23 +158,18 @@ class Publisher:
         except (OSError, ValueError) as exc:  # refused, unknown host, timeout: no socket left
             raise BrokerUnreachable(self.host, self.port, str(exc) or type(exc).__name__) from exc
         deadline = _monotonic() + self.connect_timeout
-        while not self._connected and self._connect_error is None:
-            sock = client.socket()
+        while not self.connected and self._connect_error is None:
             left = deadline - _monotonic()
-            if sock is None:
+            if client.socket() is None:
                 self._connect_error = "the broker closed the connection"
             elif left <= 0:
                 self._connect_error = f"no CONNACK within {self.connect_timeout:g} s"
             else:
-                self._wait_socket(sock, min(left, STOP_CHECK))
-                client.loop_read()
-                if client.want_write():
-                    client.loop_write()
-        if not self._connected:
+                self._service(min(left, STOP_CHECK))
+        if not self.connected:
             self._disconnect()
             raise BrokerUnreachable(self.host, self.port, self._connect_error or "not connected")
         self._was_connected = True
-        self._poll_at = _monotonic() + POLL_INTERVAL
         log.debug("connected to MQTT broker at %s:%s as %s", self.host, self.port, self.client_id)
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None) -> None:
@@ -212,9 +184,11 @@ class Publisher:
         while self.sent - self.acknowledged - self.dropped >= self.max_inflight:
             self._service(0.05)
         info = self._client.publish(topic, payload, qos)
-        self.sent += 1
-        if info.rc:
-            self._not_written(info.rc, qos, topic)
+        if info.rc and info.rc not in _NOT_WRITTEN:
+            raise RuntimeError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
+        self.sent += 1  # not written for want of a connection: paho re-sends QoS 1 on reconnect
+        if qos == 0 and info.rc:
+            self.dropped += 1  # ... but keeps no QoS 0 message for it
         elif qos == 0 and not info.is_published():
             self._qos0.append(info)  # the socket's buffer is full: paho holds the packet
         if not self.sent % POLL_EVERY or _monotonic() >= self._poll_at:
@@ -238,16 +212,12 @@ class Publisher:
 
     def wait_all(self, timeout: float | None = None) -> bool:
         """Service the network until nothing is outstanding; False if `timeout` s passed first."""
-        deadline = None if timeout is None else _monotonic() + timeout
+        deadline = _monotonic() + (math.inf if timeout is None else timeout)
         self._service(0.0)
         while self.outstanding > 0:
-            step = STOP_CHECK
-            if deadline is not None:
-                left = deadline - _monotonic()
-                if left <= 0:
-                    return False
-                step = min(step, left)
-            self._service(step)
+            if (left := deadline - _monotonic()) <= 0:
+                return False
+            self._service(min(STOP_CHECK, left))
         return True
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -258,7 +228,6 @@ class Publisher:
         try:
             drained = self.wait_all(timeout)
         finally:
-            self._closing = True
             self._closed = True
             self._disconnect()
         if self.dropped:
@@ -279,52 +248,31 @@ class Publisher:
             with contextlib.suppress(PublishIncomplete):
                 self.close(timeout=2.0)
 
-    # -- the network --
-
     def _service(self, timeout: float, stop: StopFlag | None = None) -> None:
         """One round of network work, waiting up to `timeout` s for the socket."""
         client = self._client
         self._poll_at = _monotonic() + POLL_INTERVAL
-        sock = client.socket()
-        if sock is None:
-            if self._was_connected and not self._closing:
-                if self._down_since is None:  # closed without paho telling us: still an outage
-                    self._lost("the connection closed")
-                self._reconnect_if_due()
-                sock = client.socket()
-            if self._qos0:
-                self._settle_qos0()
-            if sock is None:
-                wait = min(timeout, max(0.0, self._retry_at - _monotonic()))
-                if wait > 0:
-                    if stop is not None:
-                        stop.wait(wait)
-                    else:
-                        time.sleep(wait)
-                return
-        if timeout > 0:
-            self._wait_socket(sock, timeout)
-        client.loop_read()
-        if client.want_write():
-            client.loop_write()
-        client.loop_misc()  # keepalive: PINGREQ when due, drop a connection that stopped answering
-        if self._qos0:
-            self._settle_qos0()
+        if client.socket() is None and self._was_connected and not self._closed:
+            if self._down_since is None:  # closed without paho telling us: still an outage
+                self._lost("the connection closed")
+            self._reconnect_if_due()
+        if (sock := client.socket()) is None:
+            if (wait := min(timeout, max(0.0, self._retry_at - _monotonic()))) > 0:
+                (stop or _NEVER).wait(wait)
+        else:
+            if timeout > 0:
+                self._wait_socket(sock, timeout)
+            client.loop_read()
+            if client.want_write():
+                client.loop_write()
+            client.loop_misc()  # keepalive: PINGREQ when due, drops a connection gone silent
+        self._settle_qos0()
 
     def _wait_socket(self, sock: Any, timeout: float) -> None:
         """Until `sock` is readable (or writable, when paho has bytes to send) or `timeout`."""
         wlist = [sock] if self._client.want_write() else []
         with contextlib.suppress(OSError, ValueError):  # closed under us: the read will tell
             select.select([sock], wlist, [], timeout)
-
-    def _not_written(self, rc: int, qos: int, topic: str) -> None:
-        if rc in _NOT_WRITTEN:
-            if qos == 0:
-                self.dropped += 1  # paho keeps no QoS 0 message for after the reconnect
-            # QoS 1: paho keeps it and sends it once reconnected
-            return
-        self.sent -= 1
-        raise RuntimeError(f"publish to {topic!r} failed: {mqtt.error_string(rc)}")
 
     def _settle_qos0(self) -> None:
         """QoS 0 packets paho held: written (counted by on_publish) or lost at a reconnect."""
@@ -358,13 +306,8 @@ class Publisher:
         try:
             self._client.reconnect()  # TCP connect + CONNECT; the CONNACK arrives in a later read
         except (OSError, ValueError) as exc:  # paho keeps no socket after a failed connect
-            log.debug(
-                "reconnecting to %s:%s failed (%s); next in %.0f s",
-                self.host,
-                self.port,
-                exc,
-                delay,
-            )
+            where = f"{self.host}:{self.port}"
+            log.debug("reconnecting to %s failed (%s); next in %.0f s", where, exc, delay)
 
     def _disconnect(self) -> None:
         client = self._client

@@ -13,12 +13,13 @@ import statistics
 from datetime import timedelta
 from pathlib import Path
 
-from schemas.names import is_device, is_lab, is_sensor
-from schemas.telemetry import TsFormat, epoch_ms
+from schemas.names import describe_bad_name, is_device, is_lab, is_sensor
+from schemas.telemetry import epoch_ms
 from schemas.times import from_epoch_ms, parse_rfc3339
 from simulators.faults import Faults
-from simulators.lab import Device, Form, LabSpec
-from simulators.models import Reading
+from simulators.models import DEFAULT_SEED, Reading
+from simulators.options import RunOptions
+from simulators.scenario import Device, LabSpec
 from simulators.stream import Stream
 
 REQUIRED = ("device", "sensor", "time", "value")
@@ -34,11 +35,13 @@ def _row(line: dict[str, str], lab: str | None) -> Row:
     """One CSV line as a `Row`; ValueError saying what is wrong with it."""
     lab = lab or line["lab"]
     device, sensor, time, value = (line[c] for c in REQUIRED)
-    for kind, name, ok in (("lab", lab, is_lab), ("device", device, is_device)):
+    for kind, name, ok in (
+        ("lab", lab, is_lab),
+        ("device", device, is_device),
+        ("sensor", sensor, is_sensor),
+    ):
         if not ok(name):
-            raise ValueError(f"{kind} name outside a-z 0-9 _ -")
-    if not is_sensor(sensor):
-        raise ValueError("sensor name outside the alphabet")
+            raise ValueError(describe_bad_name(kind, name))
     try:
         ms = epoch_ms(parse_rfc3339(time))
     except ValueError:
@@ -87,12 +90,11 @@ def read_readings(path: str | Path, lab: str | None = None) -> tuple[list[Row], 
     return unique, len(rows) - len(unique)
 
 
-def replay_stream(
-    rows: list[Row], *, seed: int, form: Form, qos: int, batch: int, faults: Faults,
-    ts_format: TsFormat,
-) -> Stream:  # fmt: skip
+def replay_stream(rows: list[Row], options: RunOptions) -> Stream:
     """A `Stream` of the rows: one sample per (lab, device, instant), each device on its
-    typical interval (the median step between its readings, else 60 s) for the faults."""
+    typical interval (the median step between its readings, else 60 s) for the faults; the
+    options' seed, form (2), batch (10), qos (1), faults and ts_format apply."""
+    o = options
     samples = [
         (ms, lab, device, tuple(Reading(*r[:3], from_epoch_ms(ms), r[4]) for r in group))
         for (ms, lab, device), group in itertools.groupby(rows, key=lambda r: (r[3], r[0], r[1]))
@@ -100,6 +102,7 @@ def replay_stream(
     times: dict[str, dict[str, set[int]]] = {}
     for ms, lab, device, _ in samples:
         times.setdefault(lab, {}).setdefault(device, set()).add(ms)
+    qos, faults = 1 if o.qos is None else o.qos, Faults().with_rates(**o.faults)
     labs = []
     for lab, devices in times.items():
         specs = []
@@ -107,9 +110,12 @@ def replay_stream(
             steps = [b - a for a, b in itertools.pairwise(sorted(instants))]
             median = statistics.median(steps) if steps else 0
             interval = timedelta(milliseconds=median) if median >= 1 else DEFAULT_INTERVAL
+            form, batch = o.form or 2, o.batch or 10
             specs.append(Device(device, "replay", "", (), interval, form, qos, batch))
         labs.append(LabSpec(lab, "replayed from a file", tuple(specs), faults))
+    seed = DEFAULT_SEED if o.seed is None else o.seed
     start = from_epoch_ms(rows[0][3])
     return Stream(
-        labs, seed=seed, start=start, end=None, ts_format=ts_format, stagger=False, samples=samples
-    )
+        labs, seed=seed, start=start, end=None, ts_format=o.ts_format, stagger=False,
+        samples=samples,
+    )  # fmt: skip

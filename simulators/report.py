@@ -3,6 +3,7 @@ table (`AuditReport.format_table`) and as JSON (``model_dump(mode="json")``)."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Literal
 
@@ -88,13 +89,12 @@ class AuditReport(BaseModel):
     @property
     def totals(self) -> dict[str, int]:
         rows = self.rows
+        bad = ("missing", "doubled", "unexpected")
         return {
             "series": len(rows),
             "expected": sum(r.expected for r in rows),
             "stored": sum(r.stored for r in rows),
-            "missing": sum(-r.diff for r in rows if r.status == "missing"),
-            "doubled": sum(r.diff for r in rows if r.status == "doubled"),
-            "unexpected": sum(r.diff for r in rows if r.status == "unexpected"),
+            **{status: sum(abs(r.diff) for r in rows if r.status == status) for status in bad},
             "problem_series": sum(1 for r in rows if not r.ok),
             "rejections_expected": sum(lab.rejections.expected for lab in self.labs),
             "rejections_found": sum(lab.rejections.found or 0 for lab in self.labs),
@@ -162,11 +162,9 @@ class AuditReport(BaseModel):
 
 def _per_device(rows: list[SeriesRow]) -> list[list[str]]:
     """Per device: one line for its ok series, then its other series one by one."""
-    by_device: dict[str, list[SeriesRow]] = {}
-    for row in rows:
-        by_device.setdefault(row.device, []).append(row)
     out: list[list[str]] = []
-    for device, group in by_device.items():
+    for device, rows_of_device in itertools.groupby(rows, key=lambda r: r.device):
+        group = list(rows_of_device)
         if good := [r for r in group if r.ok]:
             n = str(sum(r.expected for r in good))
             out.append([good[0].lab, device, f"({len(good)} series)", n, n, "0", "ok"])
@@ -175,10 +173,7 @@ def _per_device(rows: list[SeriesRow]) -> list[list[str]]:
 
 
 def _align(table: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return [
-        "  ".join(
-            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)
-        ).rstrip()
-        for row in table
-    ]
+    widths = [max(map(len, column)) for column in zip(*table, strict=True)]
+    pads = [str.rjust if i in right else str.ljust for i in range(len(widths))]
+    cells = ((pad(c, w) for pad, c, w in zip(pads, row, widths, strict=True)) for row in table)
+    return ["  ".join(row).rstrip() for row in cells]

@@ -1,64 +1,104 @@
-"""Scenario files (TOML; the built-ins in ``scenarios/`` are the examples): ``[scenario]``
+"""Simulated labs (`LabSpec`, its `Device`s, their sensor models and publishing settings; a lab
+spec can run under any lab name) and the scenario files that describe them.
+
+A scenario file (TOML; the built-ins in ``scenarios/`` are the examples) has ``[scenario]``
 name and seed, ``[defaults]`` for devices, ``[faults]``, and ``[[labs]]`` of
 ``[[labs.devices]]`` (``count`` with a ``{i}`` name template) with their ``sensors`` (a name,
 a model of `MODELS` and its parameters). `load_scenario` raises `ScenarioError` naming the
-file, the place (``labs[0].devices[2].sensors[1].model``) and the problem, for every one.
-"""
+file, the place (``labs[0].devices[2].sensors[1].model``) and the problem, for every one."""
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias, get_type_hints
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+import pydantic
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.names import describe_bad_name, is_device, is_lab, is_sensor
 from schemas.telemetry import MAX_READINGS_PER_MESSAGE
 from simulators.durations import Duration
-from simulators.errors import ScenarioError
+from simulators.errors import ScenarioError, describe_errors
 from simulators.faults import Faults
-from simulators.lab import Device, LabSpec
-from simulators.models import (
-    DEFAULT_SEED,
-    NO2,
-    PM25,
-    Battery,
-    EnergyCounter,
-    Humidity,
-    Occupancy,
-    SeaLevel,
-    SensorModel,
-    SoundLevel,
-    Temperature,
-)
+from simulators.models import DEFAULT_SEED, MODELS, SensorModel
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_SCENARIO = "oceanhamnen"
 MAX_DEVICES = 100_000
+Form: TypeAlias = Literal[1, 2, 3, "senml"]
 
-MODELS: dict[str, type[SensorModel]] = {
-    "temperature": Temperature,
-    "humidity": Humidity,
-    "no2": NO2,
-    "pm25": PM25,
-    "sound_level": SoundLevel,
-    "sea_level": SeaLevel,
-    "energy_counter": EnergyCounter,
-    "occupancy": Occupancy,
-    "battery": Battery,
-}
+
+@dataclass(frozen=True)
+class Device:
+    """A device of the lab and the sensors it reports in each message."""
+
+    name: str
+    kind: str
+    description: str
+    sensors: tuple[SensorModel, ...]
+    interval: timedelta = timedelta(seconds=60)  # time between two messages of the device
+    form: Form = 2  # telemetry form 1, 2, 3 or "senml"
+    qos: int = 1
+    batch: int = 10  # form 3: instants per message
+
+    @property
+    def sensor_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.sensors)
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """A simulated lab: its devices, in publishing order."""
+
+    name: str
+    description: str
+    devices: tuple[Device, ...]
+    faults: Faults = field(default_factory=Faults)
+
+    @property
+    def device_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.devices)
+
+    def select(
+        self, devices: Sequence[str] | None = None, sensors: Sequence[str] | None = None
+    ) -> LabSpec:
+        """The same lab with only the given devices and sensors (None: all), a device left with
+        no sensor dropped; ValueError naming what is unknown."""
+        chosen = list(self.devices)
+        for kind, wanted, known in (
+            ("device", devices, self.device_names),
+            ("sensor", sensors, sorted({s for d in self.devices for s in d.sensor_names})),
+        ):
+            if unknown := [x for x in wanted or () if x not in known]:
+                raise ValueError(
+                    f"unknown {kind}(s) {', '.join(unknown)} in lab {self.name!r}; "
+                    f"known: {', '.join(known)}"
+                )
+        if devices is not None:
+            chosen = [d for d in chosen if d.name in devices]
+        if sensors is not None:
+            chosen = [
+                replace(d, sensors=tuple(s for s in d.sensors if s.name in sensors)) for d in chosen
+            ]
+            chosen = [d for d in chosen if d.sensors]
+        if not chosen:
+            raise ValueError("the selection leaves no device with a sensor")
+        return replace(self, devices=tuple(chosen))
+
+    def renamed(self, name: str) -> LabSpec:
+        return replace(self, name=name)
+
+    def with_devices(self, **changes: object) -> LabSpec:
+        """Every device with `changes` applied (e.g. interval=..., form=...); None: unchanged."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        if not given:
+            return self
+        return replace(self, devices=tuple(replace(d, **given) for d in self.devices))  # type: ignore[arg-type]
 
 
 def _repeated(names: Iterable[str]) -> list[str]:
@@ -66,11 +106,25 @@ def _repeated(names: Iterable[str]) -> list[str]:
     return sorted(name for name, n in Counter(names).items() if n > 1)
 
 
-FormSetting = Literal[1, 2, 3, "senml"]
+def _named(kind: str, ok: Callable[[str], bool]) -> AfterValidator:
+    """A name field: `ok(name)`, else the rules for a `kind` name."""
+
+    def check(name: str) -> str:
+        if not ok(name):
+            raise ValueError(describe_bad_name(kind, name))
+        return name
+
+    return AfterValidator(check)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _known_model(name: str) -> str:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    return name
 
 
 class SensorConfig(BaseModel):
@@ -78,27 +132,13 @@ class SensorConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str
-    model: str
-
-    @field_validator("name")
-    @classmethod
-    def _sensor_name(cls, value: str) -> str:
-        if not is_sensor(value):
-            raise ValueError(describe_bad_name("sensor", value))
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; known: {', '.join(sorted(MODELS))}")
-        return value
+    name: Annotated[str, _named("sensor", is_sensor)]
+    model: Annotated[str, AfterValidator(_known_model)]
 
     @model_validator(mode="after")
     def _known_params(self) -> SensorConfig:
         params = dict(self.model_extra or {})
-        known = {f.name for f in dataclasses.fields(MODELS[self.model])} - {"name"}
+        known = {f.name for f in fields(MODELS[self.model])} - {"name"}
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(
@@ -112,25 +152,19 @@ class SensorConfig(BaseModel):
         return self
 
     def build(self) -> SensorModel:
-        model_cls = MODELS[self.model]
-        params = dict(self.model_extra or {})
-        types = {f.name: f.type for f in dataclasses.fields(model_cls)}
-        for key, value in params.items():
-            expected = str(types[key])
-            if isinstance(value, bool) or (
-                expected in ("float", "int") and not isinstance(value, int | float)
-            ):
-                raise ValueError(f"{key} must be a number, not {value!r}")
-            if expected == "str" and not isinstance(value, str):
-                raise ValueError(f"{key} must be text, not {value!r}")
-            if expected == "int" and value != int(value):
-                raise ValueError(f"{key} must be a whole number, not {value!r}")
+        model_cls, params = MODELS[self.model], dict(self.model_extra or {})
+        types = get_type_hints(model_cls)
+        for key, value in params.items():  # strict: no bools for numbers, no numbers for text
+            try:
+                pydantic.TypeAdapter(types[key]).validate_python(value, strict=True)
+            except ValidationError as exc:
+                raise ValueError(f"{key}: {exc.errors()[0]['msg']}, not {value!r}") from None
         return model_cls(name=self.name, **params)
 
 
 class DeviceDefaults(_Strict):
     interval: Duration = timedelta(seconds=60)
-    form: FormSetting = 2
+    form: Form = 2
     qos: Literal[0, 1] = 1
     batch: int = Field(default=10, ge=1, le=MAX_READINGS_PER_MESSAGE)
 
@@ -141,7 +175,7 @@ class DeviceConfig(_Strict):
     kind: str = ""
     description: str = ""
     interval: Duration | None = None
-    form: FormSetting | None = None
+    form: Form | None = None
     qos: Literal[0, 1] | None = None
     batch: int | None = Field(default=None, ge=1, le=MAX_READINGS_PER_MESSAGE)
     sensors: list[SensorConfig] = Field(min_length=1)
@@ -170,17 +204,10 @@ class DeviceConfig(_Strict):
 
 
 class LabConfig(_Strict):
-    name: str
+    name: Annotated[str, _named("lab", is_lab)]
     description: str = ""
     faults: Faults | None = None
     devices: list[DeviceConfig] = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _lab_name(cls, value: str) -> str:
-        if not is_lab(value):
-            raise ValueError(describe_bad_name("lab", value))
-        return value
 
 
 class ScenarioMeta(_Strict):
@@ -206,7 +233,7 @@ class ScenarioFile(_Strict):
         return self
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class Scenario:
     """A validated scenario: labs of devices (`LabSpec`), the seed and where it came from."""
 
@@ -216,63 +243,26 @@ class Scenario:
     labs: tuple[LabSpec, ...]
     source: str
 
-    @property
-    def devices(self) -> int:
-        return sum(len(lab.devices) for lab in self.labs)
-
-    @property
-    def series(self) -> int:
-        return sum(len(d.sensors) for lab in self.labs for d in lab.devices)
-
 
 def _build(config: ScenarioFile, source: str) -> Scenario:
-    d = config.defaults
     labs = []
     for lab in config.labs:
         devices: list[Device] = []
         for dev in lab.devices:
             sensors = tuple(s.build() for s in dev.sensors)
-            for i in range(1, dev.count + 1):
-                devices.append(
-                    Device(
-                        name=dev.device_name(i),
-                        kind=dev.kind,
-                        description=dev.description,
-                        sensors=sensors,
-                        interval=dev.interval or d.interval,
-                        form=dev.form if dev.form is not None else d.form,
-                        qos=dev.qos if dev.qos is not None else d.qos,
-                        batch=dev.batch or d.batch,
-                    )
-                )
-        dup = _repeated(x.name for x in devices)
-        if dup:
-            raise ScenarioError(
-                f"{source}: lab {lab.name!r}: device {', '.join(dup[:5])} appears twice"
+            own = dev.model_dump(include=set(DeviceDefaults.model_fields), exclude_none=True)
+            settings = config.defaults.model_dump() | own
+            devices += (
+                Device(dev.device_name(i), dev.kind, dev.description, sensors, **settings)
+                for i in range(1, dev.count + 1)
             )
-        labs.append(
-            LabSpec(
-                name=lab.name,
-                description=lab.description,
-                devices=tuple(devices),
-                faults=lab.faults or config.faults,
-            )
-        )
+        if dup := ", ".join(_repeated(x.name for x in devices)[:5]):
+            raise ScenarioError(f"{source}: lab {lab.name!r}: device {dup} appears twice")
+        faults = lab.faults or config.faults
+        labs.append(LabSpec(lab.name, lab.description, tuple(devices), faults))
     meta = config.scenario
-    return Scenario(
-        name=meta.name or Path(source).stem,
-        description=meta.description,
-        seed=meta.seed,
-        labs=tuple(labs),
-        source=source,
-    )
-
-
-def _where(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+    name = meta.name or Path(source).stem
+    return Scenario(name, meta.description, meta.seed, tuple(labs), source)
 
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
@@ -280,15 +270,8 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
     try:
         config = ScenarioFile.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "literal_error":
-                msg = f"{msg}, not {err['input']!r}"
-            problems.append(f"  {_where(err['loc']) or '(top level)'}: {msg}")
-        raise ScenarioError(f"{source}: invalid scenario:\n" + "\n".join(problems)) from None
+        problems = "".join(f"\n  {problem}" for problem in describe_errors(exc))
+        raise ScenarioError(f"{source}: invalid scenario:{problems}") from None
     return _build(config, source)
 
 
@@ -304,10 +287,8 @@ def load_scenario(name_or_path: str | Path = DEFAULT_SCENARIO) -> Scenario:
     if str(name_or_path) in builtin and not path.exists():
         path = builtin[str(name_or_path)]
     elif not path.exists():
-        raise ScenarioError(
-            f"{name_or_path}: no such file, nor a built-in scenario "
-            f"({', '.join(builtin) or 'none'})"
-        )
+        known = ", ".join(builtin) or "none"
+        raise ScenarioError(f"{name_or_path}: no such file, nor a built-in scenario ({known})")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -7,9 +7,8 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 
 from schemas.times import EPOCH
-from simulators.lab import LabSpec
 from simulators.models import DEFAULT_SEED, Reading
-from simulators.scenario import load_scenario
+from simulators.scenario import LabSpec, load_scenario
 
 OCEANHAMNEN: LabSpec = load_scenario("oceanhamnen").labs[0]
 _US = timedelta(microseconds=1)

@@ -23,7 +23,6 @@ import pytest
 
 from api import keys
 from schemas.times import format_rfc3339
-from simulators.apiclient import sum_counts
 from simulators.audit import Observed, audit, build_report, compare_series, run_audit, settled
 from simulators.errors import AuditError, SimulatorError
 from simulators.manifest import Manifest
@@ -405,17 +404,6 @@ def test_cli_defaults_come_from_the_environment(
     proc = run_sim("audit", "--manifest", str(path), "--wait", "0")  # asks the API of the env
     assert proc.returncode == 3 and "cannot reach the API at http://127.0.0.1:9" in proc.stderr
     assert run_sim("audit", "--manifest", str(path), "--wait", "-1").returncode == 2
-
-
-def test_sum_counts_adds_up_the_buckets_of_each_series() -> None:
-    rows = [
-        {"device": "a", "sensor": "x", "bucket": "2025-01-01T00:00:00Z", "count": 3},
-        {"device": "a", "sensor": "x", "bucket": "2025-02-01T00:00:00Z", "count": 4},
-        {"device": "a", "sensor": "y", "bucket": "2025-01-01T00:00:00Z", "count": 1},
-        {"device": "b", "sensor": "x", "bucket": "2025-02-01T00:00:00Z", "count": 2},
-    ]
-    assert sum_counts(rows) == Counter({("a", "x"): 7, ("a", "y"): 1, ("b", "x"): 2})
-    assert sum_counts([]) == Counter()
 
 
 def test_compare_series_statuses() -> None:

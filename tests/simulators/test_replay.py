@@ -31,7 +31,7 @@ def test_a_recorded_run_replays_to_another_lab_and_verifies(
     recorded = tmp_path / "recorded.csv"
     backfill(START, START + timedelta(hours=3), RunOptions(
         lab="elsewhere", devices=["aq-01", "sea-01", "energy-01"], host=mqtt_broker[0],
-        port=mqtt_broker[1], record=recorded, progress="off",
+        port=mqtt_broker[1], record=recorded, progress=False,
     ))  # fmt: skip
     start_worker()
     replayed = tmp_path / "replayed.csv"
@@ -105,7 +105,7 @@ def test_repeated_rows_are_sent_once_with_the_first_value(tmp_path: Path) -> Non
             "lab,device,sensor,time,value\nx,d,s,2026-06-01T00:00:00Z,high\n",
             "value is not a finite number",
         ),
-        ("lab,device,sensor,time,value\nx,D 1,s,2026-06-01T00:00:00Z,1\n", "device name outside"),
+        ("lab,device,sensor,time,value\nx,D 1,s,2026-06-01T00:00:00Z,1\n", "device name 'D 1'"),
         ("lab,device,sensor,time,value\nx,d,s,2026-06-01T00:00:00Z,nan\n", "not a finite number"),
     ],
 )

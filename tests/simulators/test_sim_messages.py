@@ -10,10 +10,9 @@ import jsonschema
 import pytest
 
 from schemas.telemetry import MAX_PAYLOAD_BYTES, MAX_READINGS_PER_MESSAGE, TsFormat, json_schema
-from simulators.lab import Form
-from simulators.messages import Batch
 from simulators.models import Reading
-from simulators.stream import Outgoing, Stream
+from simulators.scenario import Form
+from simulators.stream import Batch, Outgoing, Stream
 from tests.simulators.reference import OCEANHAMNEN, generate
 
 START = datetime(2026, 6, 1, tzinfo=UTC)

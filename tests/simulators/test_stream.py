@@ -14,8 +14,7 @@ import pytest
 from schemas.telemetry import from_ms
 from schemas.times import parse_rfc3339
 from simulators.faults import MALFORMED_KINDS, Faults
-from simulators.lab import LabSpec
-from simulators.scenario import load_scenario
+from simulators.scenario import LabSpec, load_scenario
 from simulators.stream import Outgoing, Stream
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
@@ -64,7 +63,7 @@ def test_each_device_keeps_its_interval_and_form() -> None:
     assert [parse_rfc3339(o["ts"]) for o in sea] == [
         START + timedelta(minutes=5 * i) for i in range(3)
     ]
-    assert stream.expected_readings() == sum(len(m.readings) for m in messages) == stream.readings
+    assert stream.expected_readings == sum(len(m.readings) for m in messages) == stream.readings
     assert not stream.faults
 
 
