@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         "--live-messages", type=int, default=1000,
         help="100-reading messages per publisher per live ingest run (1000)",
     )  # fmt: skip
-    parser.add_argument("--live-rounds", type=int, default=3, help="live runs per mode (3)")
+    parser.add_argument("--live-rounds", type=int, default=5, help="live runs per mode (5)")
     add_broker_arguments(parser)
     args = parser.parse_args(argv)
 
