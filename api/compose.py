@@ -24,6 +24,7 @@ from psycopg import sql
 
 from api.buckets import Bucket, Stat
 from schemas.rollups import DAILY, TIERS, ZONE_YEARS, Tier
+from schemas.times import local_day_start
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -35,13 +36,6 @@ _STAT_SQL = {
     "sum": "p.total",
     "count": "p.n",
 }
-
-
-def _local_start(day: date, zone: ZoneInfo) -> datetime:
-    # The first instant of a local calendar day. fold=0: a midnight skipped by a DST change
-    # maps to the instant of the change (the day's first real instant); a repeated one to its
-    # first occurrence.
-    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
 
 
 def _next_period(day: date, bucket: Bucket) -> date:
@@ -67,11 +61,11 @@ def bucket_starts(
             day -= timedelta(days=day.weekday())
         elif bucket.name == "1mo":
             day = day.replace(day=1)
-        at = _local_start(day, zone)
+        at = local_day_start(day, zone)
         while at < end:
             out.append(at)
             day = _next_period(day, bucket)
-            at = _local_start(day, zone)
+            at = local_day_start(day, zone)
     else:
         step = bucket.nominal
         # In UTC: adding to a datetime in `zone` would step in wall-clock time.
@@ -110,15 +104,15 @@ class Grid:
         if lo >= hi:
             return hi, lo
         first = lo.astimezone(self.zone).date()
-        a = _local_start(first, self.zone)
+        a = local_day_start(first, self.zone)
         if a < lo:
-            a = _local_start(first + timedelta(days=1), self.zone)
-        return a, _local_start(hi.astimezone(self.zone).date(), self.zone)
+            a = local_day_start(first + timedelta(days=1), self.zone)
+        return a, local_day_start(hi.astimezone(self.zone).date(), self.zone)
 
 
 @functools.cache
 def _checked_years(zone: ZoneInfo) -> tuple[datetime, datetime]:
-    return tuple(_local_start(date(year, 1, 1), zone) for year in ZONE_YEARS)  # type: ignore[return-value]
+    return tuple(local_day_start(date(year, 1, 1), zone) for year in ZONE_YEARS)  # type: ignore[return-value]
 
 
 def grids(zone: ZoneInfo, daily_zone: str) -> tuple[Grid, ...]:
@@ -169,26 +163,21 @@ def plan(
 ) -> Plan:
     """Cut each bucket's part of [start, end) into tier pieces and raw pieces.
 
-    `step`: the length of fixed buckets. When a tier tiles them (its step divides theirs and
-    their starts fall on its boundaries), the buckets between the first and the last are that
-    tier's partials, in one range, without cutting bucket by bucket (8 760 hours of a year).
+    `step`: the length of fixed buckets (None: calendar buckets). When a tier tiles them (its
+    step divides theirs and their starts fall on its boundaries, or calendar buckets in the
+    daily partials' zone), the buckets between the first and the last are that tier's
+    partials, in one range, without cutting bucket by bucket (8 760 hours of a year).
     """
     out = Plan()
-    daily = next((g for g in usable if g.zone is not None), None)
-    # Calendar buckets in the daily partials' zone start on its local midnights: the buckets
-    # between the first and the last are whole days, one range of daily partials (unless they
-    # reach outside the years where those are checked).
-    if (
-        step is None
-        and daily is not None
-        and len(starts) > 2
-        and daily.inner(starts[1], starts[-1]) == (starts[1], starts[-1])
-    ):
-        _decompose(out, start, starts[1], usable)
-        out.add(daily.tier, starts[1], starts[-1])
-        _decompose(out, starts[-1], end, usable)
-        return out
-    if step is not None and len(starts) > 2:
+    tile: Tier | None = None
+    if len(starts) > 2 and step is None:
+        # Calendar buckets in the daily partials' zone start on its local midnights: the
+        # buckets between the first and the last are whole days (unless they reach outside the
+        # years where those are checked).
+        daily = next((g for g in usable if g.zone is not None), None)
+        if daily is not None and daily.inner(starts[1], starts[-1]) == (starts[1], starts[-1]):
+            tile = daily.tier
+    elif len(starts) > 2 and step is not None:
         tiling = [
             g.tier
             for g in usable
@@ -196,11 +185,12 @@ def plan(
             and step % g.tier.step == timedelta(0)
             and _floor(starts[1], g.tier.step) == starts[1]
         ]
-        if tiling:
-            _decompose(out, start, starts[1], usable)
-            out.add(tiling[-1], starts[1], starts[-1])
-            _decompose(out, starts[-1], end, usable)
-            return out
+        tile = tiling[-1] if tiling else None
+    if tile is not None:
+        _decompose(out, start, starts[1], usable)
+        out.add(tile, starts[1], starts[-1])
+        _decompose(out, starts[-1], end, usable)
+        return out
     edges = [start, *starts[1:], end]
     for lo, hi in itertools.pairwise(edges):
         _decompose(out, lo, hi, usable)

@@ -52,7 +52,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 import ingest.store as store_module
 from api import keys
 from api.buckets import BUCKETS, DEFAULT_STATS, aggregate_query, local_midnight
-from bench.common import ROOT, add_broker_arguments, log, save_result
+from bench.common import ROOT, add_broker_arguments, log, save_result, scratch_database
 from bench.ingest import free_port, live_run
 from bench.ingest_without_rollups import MOVES, without_rollups
 from ingest import rollups
@@ -315,17 +315,10 @@ def live_ingest_cost(admin_url: str, args: argparse.Namespace) -> dict[str, floa
     against one worker, as in `bench.ingest`), with the real worker and with one whose writer
     keeps no rollups (`bench.ingest_without_rollups`), alternating, in a database of their own
     whose daily partials follow `ZONE`; medians."""
-    name = f"livelab_bench_cost_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(admin_url)
-    params["dbname"] = name
-    url = make_conninfo("", **params)
     logdir = ROOT / "bench" / "results"
     logdir.mkdir(parents=True, exist_ok=True)
     rates: dict[str, list[float]] = {"ingest": [], "bench.ingest_without_rollups": []}
-    try:
-        migrate(url)
+    with scratch_database(admin_url, "livelab_bench_cost") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             rollups.set_zone(conn, ZONE)
         for r in range(args.live_rounds):
@@ -333,9 +326,6 @@ def live_ingest_cost(admin_url: str, args: argparse.Namespace) -> dict[str, floa
                 run = live_run(url, args, 1, 100, args.live_messages, logdir, module)
                 rates[module].append(run["readings_per_s"])
                 log(f"  live ingest, {module}: {run['readings_per_s']:.0f} readings/s")
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     w = statistics.median(rates["ingest"])
     wo = statistics.median(rates["bench.ingest_without_rollups"])
     return {

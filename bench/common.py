@@ -4,14 +4,19 @@ where results go."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import secrets
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devices.__main__ import env_file, read_env_file
 from simulators.options import SimSettings
@@ -130,3 +135,22 @@ def save_result(name: str, result: dict[str, Any]) -> Path:
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
     return path
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new database on the server of `admin_url` (its URL), migrated, dropped on exit."""
+    from schemas.migrate import migrate
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo_to_dict(admin_url)
+    params["dbname"] = name
+    try:
+        url = make_conninfo("", **params)
+        migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

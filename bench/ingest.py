@@ -37,7 +37,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.common import (
     ROOT,
@@ -48,8 +47,8 @@ from bench.common import (
     mqtt_login_args,
     mqtt_login_env,
     save_result,
+    scratch_database,
 )
-from schemas.migrate import migrate
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -381,17 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.messages <= 50_000:
         parser.error("--messages must be 1..50000 (mosquitto_pub -l wraps its ids past 65 535)")
 
-    name = f"livelab_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(args.admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(args.admin_url)
-    params["dbname"] = name
-    url = make_conninfo(**params)  # type: ignore[arg-type]
     logdir = ROOT / "bench" / "results"
     logdir.mkdir(parents=True, exist_ok=True)
     result: dict[str, object] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
-    try:
-        migrate(url)
+    with scratch_database(args.admin_url, "livelab_bench") as url:
         n, m, b = args.publishers, args.messages, args.batch_messages
         log(f"broker ceiling: {n} x {m} single-reading messages")
         single = [payload_lines(m, 1, offset=i * m) for i in range(n)]
@@ -408,9 +400,6 @@ def main(argv: list[str] | None = None) -> int:
         result["latency_rate_per_s"] = round(lat["rate"])
         result["latency_p50_s"] = round(lat["p50_s"], 3)
         result["latency_p99_s"] = round(lat["p99_s"], 3)
-    finally:
-        with psycopg.connect(args.admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     path = save_result("ingest", result)
     log(f"saved {path.relative_to(ROOT)}")
     return 0

@@ -26,7 +26,7 @@ from psycopg import sql
 
 from schemas.migrate import add_database_url_argument
 from schemas.rollups import DAILY, TIERS, ZONE_SQL, ZONE_YEARS, Tier
-from schemas.times import parse_rfc3339
+from schemas.times import local_day_start, parse_rfc3339
 
 log = logging.getLogger("livelab.rollups")
 
@@ -37,14 +37,16 @@ def _source(tier: Tier) -> Tier | None:
     return None if i == 0 else TIERS[0] if tier.local else TIERS[i - 1]
 
 
-def _partials(tier: Tier, source: str, zone: str = ZONE_SQL) -> str:
-    """SELECT series_id, bucket, n, total, lo, hi of `tier`, from `source`: the readings (the
-    first tier) or the partials of the tier it is added from (`_source`)."""
+def _partials(tier: Tier, source: str, zone: str = ZONE_SQL, extra: str = "") -> str:
+    """SELECT series_id, bucket, n, total, lo, hi (then `extra`, columns of the readings) of
+    `tier`, from `source`: the readings (the first tier) or the partials of the tier it is
+    added from (`_source`)."""
     iv = f"INTERVAL '{tier.interval}'"
     if _source(tier) is None:
         return (
             f"SELECT series_id, time_bucket({iv}, time) AS bucket, count(*) AS n, "
-            f"sum(value) AS total, min(value) AS lo, max(value) AS hi FROM {source} GROUP BY 1, 2"
+            f"sum(value) AS total, min(value) AS lo, max(value) AS hi{extra} "
+            f"FROM {source} GROUP BY 1, 2"
         )
     bucket = f"time_bucket({iv}, bucket, {zone})" if tier.local else f"time_bucket({iv}, bucket)"
     return (
@@ -61,9 +63,7 @@ def _maintain() -> str:
         if below is None:
             # The first tier's partials also carry their first and last reading's time, for
             # the series' statistics (`SERIES_STATS`).
-            select = _partials(tier, "inserted").replace(
-                " FROM inserted", ", min(time) AS first, max(time) AS last FROM inserted"
-            )
+            select = _partials(tier, "inserted", extra=", min(time) AS first, max(time) AS last")
         else:
             select = _partials(tier, f"p_{below.table}")
         ctes.append(f"{part} AS ({select})")
@@ -235,7 +235,7 @@ def check_zone(conn: psycopg.Connection, name: str) -> str | None:
     day, last = date(ZONE_YEARS[0], 1, 1), date(ZONE_YEARS[1], 1, 1)
     starts = []
     while day < last:
-        starts.append(datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC))
+        starts.append(local_day_start(day, zone))
         day += timedelta(days=1)
     odd = next((s for s in starts if s.timestamp() % 900), None)
     if odd is not None:
@@ -337,13 +337,13 @@ def _zone_command(conn: psycopg.Connection, name: str | None) -> int:
     if name is None:
         print(current)
         return 0
+    if name == current:
+        log.info("the daily rollups already follow %s", name)
+        return 0
     why = check_zone(conn, name)
     if why is not None:
         log.error("cannot use this zone for the daily rollups: %s", why)
         return 2
-    if name == current:
-        log.info("the daily rollups already follow %s", name)
-        return 0
     n = set_zone(conn, name)
     log.info("the daily rollups now follow %s (was %s): %d daily partials", name, current, n)
     return 0

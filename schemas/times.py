@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 # RFC 3339 date-time: full date, 'T' (or 't' / space is NOT allowed here), full time with a
 # mandatory offset ('Z' or +hh:mm). datetime.fromisoformat alone would also take naive times,
@@ -65,3 +66,10 @@ def format_rfc3339(dt: datetime) -> str:
     """An aware datetime as RFC 3339 ('Z' for UTC, else its own offset)."""
     text = dt.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def local_day_start(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant (UTC) of the local calendar day `day` in `zone`. fold=0: a midnight
+    skipped by a DST change maps to the instant of the change (the day's first real instant); a
+    repeated one to its first occurrence."""
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)

@@ -189,19 +189,23 @@ async def aggregates(
             f"than the limit of {settings.api_max_buckets}; ask for a shorter range or a "
             "larger bucket"
         )
-    try:
-        origin = local_midnight(start_dt, zone)
-        starts = compose.bucket_starts(spec, zone, origin, start_dt, end_dt)
-    except (OverflowError, ValueError):
-        raise bad_request(f"start: {start!r} is out of the supported range") from None
-
     # One snapshot for the daily partials' zone, the series and the partials (`livelab-rollups
     # zone` changes the zone and rewrites the daily partials in one transaction). The
     # transaction ends when the answer has been sent (`_query`'s close), or here on an error.
+    # Its settings, for the composed query's server-side cursor: plan for all rows, not for the
+    # first 10 % (the default for cursors); no JIT (its compile time, up to a second, is what
+    # the planner's overestimates of the pieces' rows would buy); room to sort and group a year
+    # of hourly partials in memory.
     await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
-        daily_zone = await (await conn.execute(f"SELECT {ZONE_SQL}")).fetchone()
+        cur = await conn.execute(
+            f"SELECT {ZONE_SQL}, set_config('cursor_tuple_fraction', '1', true), "
+            "set_config('jit', 'off', true), set_config('work_mem', '64MB', true)"
+        )
+        daily_zone = await cur.fetchone()
         try:
+            origin = local_midnight(start_dt, zone)
+            starts = compose.bucket_starts(spec, zone, origin, start_dt, end_dt)
             parts = compose.plan(
                 starts,
                 start_dt,
@@ -285,12 +289,6 @@ async def _query(
     # to the pool after the answer is sent (or the client went away) and `close` ran.
     cur = conn.cursor("livelab_aggregates")
     try:
-        # Plan for all rows, not for the first 10 % (the default for cursors); no JIT (its
-        # compile time, up to a second, is what the planner's overestimates of the pieces'
-        # rows would buy); room to sort and group a year of hourly partials in memory.
-        await conn.execute(
-            "SET LOCAL cursor_tuple_fraction = 1; SET LOCAL jit = off; SET LOCAL work_mem = '64MB'"
-        )
         await cur.execute(query, params)
         first = await cur.fetchmany(streams.CHUNK_ROWS)
     except BaseException:
